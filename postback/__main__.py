@@ -1,0 +1,5 @@
+import sys
+
+from postback.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""Operator routes: brands, partners, API keys; and who-am-I for everyone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from postback.api.deps import Operator, principal, write
+from postback.models import ApiKeyIn, BrandIn, PartnerIn
+from postback.services import accounts
+from postback.services.accounts import Principal
+
+router = APIRouter(prefix="/v1", tags=["accounts"])
+
+
+@router.post("/brands", status_code=201)
+def create_brand(body: BrandIn, request: Request, _: Operator) -> dict[str, Any]:
+    with write(request) as conn:
+        return accounts.create_brand(conn, body)
+
+
+@router.post("/partners", status_code=201)
+def create_partner(body: PartnerIn, request: Request, _: Operator) -> dict[str, Any]:
+    with write(request) as conn:
+        return accounts.create_partner(conn, body)
+
+
+@router.post("/api-keys", status_code=201)
+def issue_key(body: ApiKeyIn, request: Request, _: Operator) -> dict[str, Any]:
+    """Issue a key bound to one account. The key is shown here once and never again."""
+    with write(request) as conn:
+        return accounts.issue_key(conn, body)
+
+
+@router.delete("/api-keys/{key_id}", status_code=204)
+def revoke_key(key_id: int, request: Request, _: Operator) -> Response:
+    with write(request) as conn:
+        accounts.revoke_key(conn, key_id)
+    return Response(status_code=204)
+
+
+@router.get("/me")
+def me(who: Principal = Depends(principal)) -> dict[str, Any]:
+    return {"role": who.role, "account_id": who.account_id}

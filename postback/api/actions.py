@@ -1,0 +1,81 @@
+"""Action routes: brands report and change actions; brands and partners read their own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from postback.api.deps import Brand, BrandOrPartner, read, wake, write
+from postback.models import ActionBatchIn, ActionIn, ActionPatchIn, ReasonIn
+from postback.services import ledger
+
+router = APIRouter(prefix="/v1/actions", tags=["actions"])
+
+
+def _id(who: Brand | BrandOrPartner) -> int:
+    assert who.account_id is not None
+    return who.account_id
+
+
+@router.post("", status_code=201)
+def report(body: ActionIn, request: Request, who: Brand) -> dict[str, Any]:
+    with write(request) as conn:
+        rows = ledger.report_actions(conn, _id(who), [body], datetime.now(UTC))
+    wake(request)
+    return ledger.action_out(rows[0])
+
+
+@router.post("/batch", status_code=201)
+def report_batch(body: ActionBatchIn, request: Request, who: Brand) -> dict[str, Any]:
+    """Up to 10,000 actions, all or none."""
+    with write(request) as conn:
+        rows = ledger.report_actions(conn, _id(who), body.actions, datetime.now(UTC), batch=True)
+    wake(request)
+    return {"items": [{"id": r["id"], "oid": r["oid"], "status": r["status"]} for r in rows],
+            "count": len(rows)}
+
+
+@router.get("")
+def list_actions(
+    request: Request, who: BrandOrPartner,
+    status: Literal["PENDING", "APPROVED", "REVERSED"] | None = None,
+    program_id: int | None = None, oid: str | None = None,
+    since: datetime | None = None, until: datetime | None = None,
+    cursor: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    scope = {"brand_id": _id(who)} if who.role == "brand" else {"partner_id": _id(who)}
+    with read(request) as conn:
+        return ledger.list_actions(conn, **scope, status=status, program_id=program_id, oid=oid,
+                                   since=since, until=until, cursor=cursor, limit=limit)
+
+
+@router.get("/{action_id}")
+def get_action(action_id: int, request: Request, who: BrandOrPartner) -> dict[str, Any]:
+    scope = {"brand_id": _id(who)} if who.role == "brand" else {"partner_id": _id(who)}
+    with read(request) as conn:
+        return ledger.get_action(conn, action_id, **scope)
+
+
+@router.patch("/{action_id}")
+def modify(action_id: int, body: ActionPatchIn, request: Request, who: Brand) -> dict[str, Any]:
+    with write(request) as conn:
+        row = ledger.modify_action(conn, _id(who), action_id, body, datetime.now(UTC))
+    wake(request)
+    return ledger.action_out(row)
+
+
+@router.post("/{action_id}/reverse")
+def reverse(action_id: int, body: ReasonIn, request: Request, who: Brand) -> dict[str, Any]:
+    with write(request) as conn:
+        row = ledger.reverse_action(conn, _id(who), action_id, body.reason, datetime.now(UTC))
+    wake(request)
+    return ledger.action_out(row)
+
+
+@router.post("/{action_id}/approve")
+def approve(action_id: int, request: Request, who: Brand) -> dict[str, Any]:
+    with write(request) as conn:
+        row = ledger.approve_action(conn, _id(who), action_id, datetime.now(UTC))
+    return ledger.action_out(row)

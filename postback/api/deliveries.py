@@ -1,0 +1,46 @@
+"""Partner routes: deliveries and their attempts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query, Request
+
+from postback.api.deps import Partner, read, wake, write
+from postback.services import deliveries
+
+router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
+
+
+def _id(who: Partner) -> int:
+    assert who.account_id is not None
+    return who.account_id
+
+
+@router.get("")
+def list_deliveries(
+    request: Request, who: Partner,
+    status: Literal["pending", "succeeded", "failed"] | None = None,
+    trigger: str | None = None, action_id: int | None = None,
+    since: datetime | None = None, until: datetime | None = None,
+    cursor: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    with read(request) as conn:
+        return deliveries.list_deliveries(conn, _id(who), status=status, trigger=trigger,
+                                          action_id=action_id, since=since, until=until,
+                                          cursor=cursor, limit=limit)
+
+
+@router.get("/{delivery_id}")
+def get_delivery(delivery_id: int, request: Request, who: Partner) -> dict[str, Any]:
+    with read(request) as conn:
+        return deliveries.get_delivery(conn, _id(who), delivery_id)
+
+
+@router.post("/{delivery_id}/resend")
+def resend(delivery_id: int, request: Request, who: Partner) -> dict[str, Any]:
+    with write(request) as conn:
+        out = deliveries.resend_delivery(conn, _id(who), delivery_id, datetime.now(UTC))
+    wake(request)
+    return out

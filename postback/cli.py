@@ -1,0 +1,78 @@
+"""The ``postback`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+from postback.config import Settings
+
+
+def _timestamp(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO-8601 timestamp such as 2026-12-01T00:00:00Z") from exc
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="postback", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="API + scheduler + delivery workers in one process")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    sub.add_parser("worker", help="a delivery worker (share one database with many)")
+    sub.add_parser("migrate", help="create or upgrade the database schema")
+    lc = sub.add_parser("lifecycle", help="action lifecycle jobs")
+    lc_sub = lc.add_subparsers(dest="lifecycle_command", required=True)
+    run = lc_sub.add_parser("run", help="lock and clear every action due by --as-of")
+    run.add_argument("--as-of", type=_timestamp, default=None,
+                     help="ISO-8601 timestamp (default: now)")
+    listen = sub.add_parser("listen", help="a tiny receiver that prints postbacks")
+    listen.add_argument("--host", default="127.0.0.1")
+    listen.add_argument("--port", type=int, default=9000)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if args.command == "listen":
+        from postback.listener import serve as listen
+
+        listen(args.host, args.port)
+        return 0
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"postback: {exc}", file=sys.stderr)
+        return 2
+    from postback import runner
+
+    if args.command == "serve":
+        asyncio.run(runner.serve(settings, args.host, args.port))
+    elif args.command == "worker":
+        asyncio.run(runner.work(settings))
+    elif args.command == "migrate":
+        from postback.db.migrate import upgrade
+
+        upgrade(settings.database_url)
+        print("database is at the latest schema")
+    elif args.command == "lifecycle":
+        from postback.services.scheduler import run_due
+
+        db = runner.open_database(settings, run_migrations=False)
+        as_of = args.as_of or datetime.now(UTC)
+        print(json.dumps({"as_of": as_of.isoformat(), **run_due(db, as_of)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Operator settings, read from ``POSTBACK_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from postback.core.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_schedule
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = "sqlite:///./postback.db"
+    admin_token: str | None = None
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connect_timeout: float = 5.0
+    total_timeout: float = 15.0
+    lease_seconds: float = 120.0
+    claim_batch: int = 500
+    max_in_flight: int = 512
+    endpoint_concurrency: int = 32
+    poll_interval: float = 0.5
+    lifecycle_interval: float = 60.0
+    user_agent: str = "postback/0.1 (+https://github.com/postback)"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def num(name: str, default: float, zero_ok: bool = False) -> float:
+            raw = env.get(name)
+            if raw is None or raw == "":
+                return default
+            try:
+                value = float(raw)
+            except ValueError as exc:
+                raise ValueError(f"{name} must be a number, got {raw!r}") from exc
+            if value < 0 or (value == 0 and not zero_ok):
+                raise ValueError(f"{name} must be {'non-negative' if zero_ok else 'positive'}"
+                                 f", got {raw!r}")
+            return value
+
+        schedule = env.get("POSTBACK_RETRY_SCHEDULE")
+        retry = RetryPolicy(
+            schedule=parse_schedule(schedule) if schedule else DEFAULT_SCHEDULE,
+            jitter=num("POSTBACK_RETRY_JITTER", 0.2, zero_ok=True),
+            throttle_floor=num("POSTBACK_RETRY_THROTTLE_FLOOR", 60.0, zero_ok=True),
+        )
+        return cls(
+            database_url=env.get("POSTBACK_DATABASE_URL") or cls.database_url,
+            admin_token=env.get("POSTBACK_ADMIN_TOKEN") or None,
+            retry=retry,
+            connect_timeout=num("POSTBACK_CONNECT_TIMEOUT", cls.connect_timeout),
+            total_timeout=num("POSTBACK_TOTAL_TIMEOUT", cls.total_timeout),
+            lease_seconds=num("POSTBACK_LEASE_SECONDS", cls.lease_seconds),
+            claim_batch=int(num("POSTBACK_CLAIM_BATCH", cls.claim_batch)),
+            max_in_flight=int(num("POSTBACK_MAX_IN_FLIGHT", cls.max_in_flight)),
+            endpoint_concurrency=int(num("POSTBACK_ENDPOINT_CONCURRENCY",
+                                         cls.endpoint_concurrency)),
+            poll_interval=num("POSTBACK_POLL_INTERVAL", cls.poll_interval),
+            lifecycle_interval=num("POSTBACK_LIFECYCLE_INTERVAL", cls.lifecycle_interval),
+        )

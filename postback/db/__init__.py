@@ -1,0 +1,1 @@
+"""Storage adapter: SQLAlchemy Core tables, engines and Alembic migrations."""

@@ -1,0 +1,243 @@
+"""The tables. SQLAlchemy Core (no ORM): the hot paths are batched statements."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+from postback.core.values import utc
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = utc(value)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return utc(value)
+
+
+Money = BigInteger  # cents
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+operator_credential = Table(
+    "operator_credential", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+brand = Table(
+    "brand", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+partner = Table(
+    "partner", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("partner_type", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+api_key = Table(
+    "api_key", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("account_type", String(10), nullable=False),
+    Column("account_id", Integer, nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)
+
+program = Table(
+    "program", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("brand_id", Integer, ForeignKey("brand.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+event_type = Table(
+    "event_type", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("program_id", Integer, ForeignKey("program.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("action_type", String(40), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+contract = Table(
+    "contract", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("program_id", Integer, ForeignKey("program.id"), nullable=False),
+    Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False, index=True),
+    Column("event_type_ids", JSON, nullable=False),
+    Column("locking_rule", String(30), nullable=False),
+    Column("locking_days", Integer, nullable=False),
+    Column("clearing_rule", String(40), nullable=False),
+    Column("clearing_days", Integer, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "partner_id"),
+)
+
+action = Table(
+    "action", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("brand_id", Integer, ForeignKey("brand.id"), nullable=False, index=True),
+    Column("program_id", Integer, ForeignKey("program.id"), nullable=False),
+    Column("event_type_id", Integer, ForeignKey("event_type.id"), nullable=False),
+    Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False, index=True),
+    Column("oid", String(255), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("status_detail", String(40), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("payout", Money, nullable=False),
+    Column("original_amount", Money, nullable=False),
+    Column("original_payout", Money, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("event_date", UTCDateTime, nullable=False),
+    Column("creation_date", UTCDateTime, nullable=False),
+    Column("locking_date", UTCDateTime),
+    Column("clearing_date", UTCDateTime),
+    Column("locked_at", UTCDateTime),
+    Column("cleared_at", UTCDateTime),
+    Column("sequence", Integer, nullable=False),
+    Column("referring_type", String(40)),
+    Column("referring_date", UTCDateTime),
+    Column("referring_domain", String(255)),
+    Column("sub_id1", Text),
+    Column("sub_id2", Text),
+    Column("sub_id3", Text),
+    Column("shared_id", Text),
+    Column("promo_code", String(255)),
+    Column("ad_id", String(64)),
+    Column("event_code", String(255)),
+    Column("customer_id", String(255)),
+    Column("customer_status", String(20)),
+    Column("customer_area", String(64)),
+    Column("customer_city", String(255)),
+    Column("customer_region", String(255)),
+    Column("customer_country", String(2)),
+    Column("items", JSON, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("event_type_id", "oid"),
+    Index("ix_action_due_lock", "status", "locking_date"),
+)
+
+action_update = Table(
+    "action_update", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("action_id", Integer, ForeignKey("action.id"), nullable=False, index=True),
+    Column("sequence", Integer, nullable=False),
+    Column("trigger", String(20), nullable=False),
+    Column("reason", String(40)),
+    Column("status", String(10), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("payout", Money, nullable=False),
+    Column("delta_amount", Money, nullable=False),
+    Column("delta_payout", Money, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+notification_setting = Table(
+    "notification_setting", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("method", String(4), nullable=False),
+    Column("body_format", String(4), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("partner_id", "type"),
+)
+
+delivery = Table(
+    "delivery", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("event_id", String(36), nullable=False, unique=True),
+    Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False),
+    Column("setting_id", Integer, ForeignKey("notification_setting.id", ondelete="SET NULL")),
+    Column("action_id", Integer, ForeignKey("action.id")),
+    Column("notification_type", String(40), nullable=False),
+    Column("trigger", String(20), nullable=False),
+    Column("status", String(10), nullable=False),
+    Column("method", String(4), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("headers", JSON, nullable=False),
+    Column("body", Text),
+    Column("attempt_count", Integer, nullable=False),
+    Column("failures", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_owner", String(40)),
+    Column("last_status_code", Integer),
+    Column("last_error", String(40)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime),
+    Index("ix_delivery_due", "status", "next_attempt_at"),
+    Index("ix_delivery_partner", "partner_id", "id"),
+)
+
+delivery_attempt = Table(
+    "delivery_attempt", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("delivery_id", Integer, ForeignKey("delivery.id"), nullable=False, index=True),
+    Column("number", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("method", String(4), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("request_headers", JSON, nullable=False),
+    Column("status_code", Integer),
+    Column("response_headers", JSON),
+    Column("response_body", Text),
+    Column("latency_ms", Float, nullable=False),
+    Column("error_class", String(40)),
+    Column("error_message", Text),
+    Column("outcome", String(20), nullable=False),
+    Column("worker", String(40)),
+)

@@ -1,0 +1,1 @@
+"""The delivery engine: claim due deliveries in batches, send them, record every attempt."""

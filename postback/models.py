@@ -1,0 +1,186 @@
+"""Request bodies: the API contract's shapes, validated before anything is written.
+
+Money travels as decimal strings and is held as cents; dates must carry an offset.
+Unknown fields are refused so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+
+from postback.core.lifecycle import ClearingRule, LockingRule
+from postback.core.render import BodyFormat
+from postback.core.values import MoneyError, parse_money, utc
+
+MAX_BATCH = 10_000
+
+
+def _money(value: Any) -> int:
+    try:
+        return parse_money(value)
+    except MoneyError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _non_negative(cents: int) -> int:
+    if cents < 0:
+        raise ValueError("must not be negative")
+    return cents
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("needs a UTC offset, e.g. 2026-11-02T18:04:05+00:00 or ...Z")
+    return utc(value)
+
+
+def _clean_text(value: str) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("is not valid Unicode text (lone surrogate)") from None
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Cents = Annotated[int, BeforeValidator(_money), AfterValidator(_non_negative)]
+AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+Text = Annotated[str, AfterValidator(_clean_text)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, e.g. USD")]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=65536)
+
+
+class PartnerType(StrEnum):
+    CASHBACK = "cashback"
+    LOYALTY = "loyalty"
+    CONTENT = "content"
+    COUPON = "coupon"
+    OTHER = "other"
+
+
+class BrandIn(Strict):
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
+
+
+class PartnerIn(Strict):
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    partner_type: PartnerType
+
+
+class ApiKeyIn(Strict):
+    account_type: Literal["brand", "partner"]
+    account_id: int
+
+
+class ProgramIn(Strict):
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    currency: Currency
+
+
+class EventTypeIn(Strict):
+    name: Annotated[Text, Field(min_length=1, max_length=200)]
+    action_type: Annotated[str, Field(pattern=r"^[A-Z][A-Z0-9_]{0,39}$",
+                                      description="e.g. SALE, LEAD")]
+
+
+class LockingIn(Strict):
+    rule: LockingRule
+    days: Annotated[int, Field(ge=0, le=3650)] = 0
+
+
+class ClearingIn(Strict):
+    rule: ClearingRule
+    days: Annotated[int, Field(ge=0, le=3650)] = 0
+
+
+class ContractIn(Strict):
+    event_type_ids: Annotated[list[int], Field(min_length=1, max_length=1000)]
+    locking: LockingIn
+    clearing: ClearingIn
+
+
+class ItemIn(Strict):
+    sku: Annotated[Text, Field(max_length=255)]
+    name: Annotated[Text | None, Field(max_length=500)] = None
+    category: Annotated[Text | None, Field(max_length=255)] = None
+    quantity: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    amount: Cents | None = None
+    payout: Cents | None = None
+
+
+class ActionIn(Strict):
+    program_id: int
+    event_type_id: int
+    partner_id: int
+    oid: Annotated[Text, Field(min_length=1, max_length=255)]
+    amount: Cents
+    payout: Cents
+    currency: Currency | None = None
+    event_date: AwareDatetime
+    referring_type: Annotated[str | None, Field(pattern=r"^[A-Z_]{1,40}$")] = None
+    referring_date: AwareDatetime | None = None
+    referring_domain: Annotated[Text | None, Field(max_length=255)] = None
+    sub_id1: Annotated[Text | None, Field(max_length=2048)] = None
+    sub_id2: Annotated[Text | None, Field(max_length=2048)] = None
+    sub_id3: Annotated[Text | None, Field(max_length=2048)] = None
+    shared_id: Annotated[Text | None, Field(max_length=2048)] = None
+    promo_code: Annotated[Text | None, Field(max_length=255)] = None
+    ad_id: Annotated[Text | None, Field(max_length=64)] = None
+    event_code: Annotated[Text | None, Field(max_length=255)] = None
+    customer_id: Annotated[Text | None, Field(max_length=255)] = None
+    customer_status: Literal["NEW", "EXISTING"] | None = None
+    customer_area: Annotated[Text | None, Field(max_length=64)] = None
+    customer_city: Annotated[Text | None, Field(max_length=255)] = None
+    customer_region: Annotated[Text | None, Field(max_length=255)] = None
+    customer_country: Annotated[str | None, Field(pattern=r"^[A-Z]{2}$")] = None
+    items: Annotated[list[ItemIn], Field(max_length=1000)] = []
+
+
+class ActionBatchIn(Strict):
+    actions: Annotated[list[ActionIn], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class ActionPatchIn(Strict):
+    amount: Cents | None = None
+    payout: Cents | None = None
+    reason: str
+
+
+class ReasonIn(Strict):
+    reason: str = "REJECTED"
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
+_RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-type",
+                     "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
+
+
+def _headers(value: dict[str, str]) -> dict[str, str]:
+    for name, val in value.items():
+        if not _HEADER_NAME.match(name):
+            raise ValueError(f"header name {name!r} is not a valid HTTP token")
+        if name.lower() in _RESERVED_HEADERS:
+            raise ValueError(f"header {name!r} is set by the sender; remove it")
+        if any(c in val for c in "\r\n\x00"):
+            raise ValueError(f"header {name!r} value must not contain CR, LF or NUL")
+        if len(val) > 4096:
+            raise ValueError(f"header {name!r} value is over 4096 characters")
+    return value
+
+
+class NotificationSettingIn(Strict):
+    url: Annotated[Text, Field(min_length=1, max_length=65536)]
+    method: Literal["GET", "POST"] = "GET"
+    body_format: BodyFormat = BodyFormat.JSON
+    body: Annotated[Text, Field(max_length=65536)] = ""
+    headers: Annotated[dict[str, str], AfterValidator(_headers), Field(max_length=50)] = {}
+    enabled: bool = True

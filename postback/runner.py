@@ -1,0 +1,77 @@
+"""Process composition: ``serve`` runs API + scheduler + delivery engine in one event loop;
+``worker`` runs the engine alone."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from datetime import UTC, datetime
+
+import uvicorn
+from sqlalchemy import Engine as DbEngine
+from sqlalchemy import inspect
+
+from postback.api.app import create_app
+from postback.config import Settings
+from postback.db import migrate
+from postback.db.engine import make_engine
+from postback.delivery.engine import Engine
+from postback.services.accounts import ensure_operator_token
+from postback.services.scheduler import run_due
+
+log = logging.getLogger("postback")
+
+
+def open_database(settings: Settings, run_migrations: bool) -> DbEngine:
+    if run_migrations:
+        migrate.upgrade(settings.database_url)
+    db = make_engine(settings.database_url)
+    if not inspect(db).has_table("delivery"):
+        sys.exit("the database has no postback tables yet: run `postback migrate` first")
+    return db
+
+
+async def _lifecycle_loop(db: DbEngine, interval: float) -> None:
+    while True:
+        try:
+            done = await asyncio.to_thread(run_due, db, datetime.now(UTC))
+            if any(done.values()):
+                log.info("lifecycle: locked %(locked)d, cleared %(cleared)d", done)
+        except Exception:
+            log.exception("lifecycle run failed")
+        await asyncio.sleep(interval)
+
+
+async def serve(settings: Settings, host: str, port: int) -> None:
+    db = open_database(settings, run_migrations=True)
+    token = ensure_operator_token(db, settings.admin_token)
+    if token is not None:
+        print(f"\nOperator token (shown once, store it now):\n\n    {token}\n", flush=True)
+    engine = Engine(settings, db)
+    app = create_app(settings, db, wake=engine.wake)
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                           access_log=False, lifespan="off"))
+    engine_task = asyncio.create_task(engine.run())
+    lifecycle = asyncio.create_task(_lifecycle_loop(db, settings.lifecycle_interval))
+    try:
+        await server.serve()
+    finally:
+        lifecycle.cancel()
+        engine.stop()
+        await engine_task
+        db.dispose()
+
+
+async def work(settings: Settings) -> None:
+    db = open_database(settings, run_migrations=False)
+    engine = Engine(settings, db)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, engine.stop)
+    log.info("worker %s started", engine.name)
+    await engine.run()
+    db.dispose()

@@ -1,0 +1,90 @@
+"""A partner's deliveries: list, read with every attempt, resend."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from postback.core.lifecycle import RuleViolation
+from postback.core.values import format_date
+from postback.db.schema import delivery, delivery_attempt
+from postback.services.errors import NotFound
+
+
+def delivery_out(row: Any) -> dict[str, Any]:
+    return {
+        "id": row.id, "event_id": row.event_id, "type": row.notification_type,
+        "trigger": row.trigger, "status": row.status, "action_id": row.action_id,
+        "request": {"method": row.method, "url": row.url, "headers": row.headers,
+                    "body": row.body},
+        "attempt_count": row.attempt_count,
+        "next_attempt_at": format_date(row.next_attempt_at) if row.status == "pending" else None,
+        "last_status_code": row.last_status_code, "last_error": row.last_error,
+        "created_at": format_date(row.created_at),
+        "completed_at": format_date(row.completed_at) or None,
+    }
+
+
+def attempt_out(row: Any) -> dict[str, Any]:
+    return {
+        "number": row.number, "started_at": format_date(row.started_at),
+        "request": {"method": row.method, "url": row.url, "headers": row.request_headers},
+        "response": None if row.status_code is None else {
+            "status": row.status_code, "headers": row.response_headers, "body": row.response_body},
+        "latency_ms": round(row.latency_ms, 3), "error_class": row.error_class,
+        "error": row.error_message, "outcome": row.outcome,
+    }
+
+
+def list_deliveries(conn: Connection, partner_id: int, *, status: str | None = None,
+                    trigger: str | None = None, action_id: int | None = None,
+                    since: datetime | None = None, until: datetime | None = None,
+                    cursor: int | None = None, limit: int = 100) -> dict[str, Any]:
+    query = (select(delivery).where(delivery.c.partner_id == partner_id)
+             .order_by(delivery.c.id.desc()).limit(limit + 1))
+    for column, value in ((delivery.c.status, status), (delivery.c.trigger, trigger),
+                          (delivery.c.action_id, action_id)):
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(delivery.c.created_at >= since)
+    if until is not None:
+        query = query.where(delivery.c.created_at < until)
+    if cursor is not None:
+        query = query.where(delivery.c.id < cursor)
+    rows = conn.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [delivery_out(r) for r in rows],
+            "next_cursor": str(rows[-1].id) if more and rows else None}
+
+
+def get_delivery(conn: Connection, partner_id: int, delivery_id: int) -> dict[str, Any]:
+    row = conn.execute(select(delivery).where(
+        delivery.c.id == delivery_id, delivery.c.partner_id == partner_id)).first()
+    if row is None:
+        raise NotFound("delivery")
+    out = delivery_out(row)
+    out["attempts"] = [attempt_out(a) for a in conn.execute(
+        select(delivery_attempt).where(delivery_attempt.c.delivery_id == delivery_id)
+        .order_by(delivery_attempt.c.number, delivery_attempt.c.id))]
+    return out
+
+
+def resend_delivery(conn: Connection, partner_id: int, delivery_id: int,
+                    now: datetime) -> dict[str, Any]:
+    """Queue a delivery again, now, with a fresh retry budget and the same event id."""
+    row = conn.execute(select(delivery).where(
+        delivery.c.id == delivery_id, delivery.c.partner_id == partner_id)
+        .with_for_update()).first()
+    if row is None:
+        raise NotFound("delivery")
+    if row.status == "pending" and row.lease_owner is not None and row.next_attempt_at > now:
+        raise RuleViolation("delivery_in_flight", "this delivery is being sent right now; "
+                            "read it again in a moment")
+    conn.execute(update(delivery).where(delivery.c.id == delivery_id).values(
+        status="pending", failures=0, next_attempt_at=now, lease_owner=None,
+        completed_at=None))
+    return get_delivery(conn, partner_id, delivery_id)

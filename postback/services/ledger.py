@@ -1,0 +1,270 @@
+"""The action ledger: report, modify, reverse, approve, lock and clear actions.
+
+Every change writes its ActionUpdate row and, through the outbox, the postbacks it
+triggers, in the caller's one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Row, insert, select, tuple_, update
+
+from postback.core.lifecycle import (
+    ClearingRule,
+    LockingRule,
+    RuleViolation,
+    Status,
+    Terms,
+    Trigger,
+    check_changeable,
+    check_reason,
+    status_detail,
+)
+from postback.core.values import format_date, format_money
+from postback.db.schema import action, action_update, contract, event_type, program
+from postback.models import ActionIn, ActionPatchIn
+from postback.services.errors import Invalid, NotFound
+from postback.services.outbox import ActionEvent, enqueue_action_events
+
+
+def _terms(row: Any) -> Terms:
+    return Terms(LockingRule(row.locking_rule), row.locking_days,
+                 ClearingRule(row.clearing_rule), row.clearing_days)
+
+
+def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
+                   now: datetime, batch: bool = False) -> list[dict[str, Any]]:
+    """Record new actions (all or none) and queue their TRACKED postbacks."""
+
+    def where(i: int, field: str) -> str:
+        return f"actions[{i}].{field}" if batch else field
+
+    program_ids = {a.program_id for a in actions}
+    programs = {r.id: r for r in conn.execute(select(program).where(
+        program.c.id.in_(program_ids), program.c.brand_id == brand_id))}
+    types = {r.id: r for r in conn.execute(select(event_type).where(
+        event_type.c.program_id.in_(program_ids)))}
+    contracts = {(r.program_id, r.partner_id): r for r in conn.execute(select(contract).where(
+        contract.c.program_id.in_(program_ids)))}
+
+    seen: dict[tuple[int, str], int] = {}
+    for i, a in enumerate(actions):
+        if a.program_id not in programs:
+            raise NotFound("program", where(i, "program_id"))
+        etype = types.get(a.event_type_id)
+        if etype is None or etype.program_id != a.program_id:
+            raise Invalid(where(i, "event_type_id"),
+                          f"event type {a.event_type_id} is not in program {a.program_id}")
+        terms_row = contracts.get((a.program_id, a.partner_id))
+        if terms_row is None:
+            raise RuleViolation("no_contract", f"{where(i, 'partner_id')}: partner "
+                                f"{a.partner_id} has no contract on program {a.program_id}", 422)
+        if a.event_type_id not in terms_row.event_type_ids:
+            raise RuleViolation("event_type_not_in_contract", f"{where(i, 'event_type_id')}: "
+                                f"event type {a.event_type_id} is outside partner "
+                                f"{a.partner_id}'s contract on program {a.program_id}", 422)
+        key = (a.event_type_id, a.oid)
+        if key in seen:
+            raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {a.oid!r} appears twice "
+                                f"for event type {a.event_type_id} (also at index {seen[key]})")
+        seen[key] = i
+    taken = conn.execute(select(action.c.event_type_id, action.c.oid).where(
+        tuple_(action.c.event_type_id, action.c.oid).in_(list(seen)))).first()
+    if taken is not None:
+        i = seen[(taken.event_type_id, taken.oid)]
+        raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {taken.oid!r} is already "
+                            f"used by an action of event type {taken.event_type_id}")
+
+    rows = []
+    for a in actions:
+        terms = _terms(contracts[(a.program_id, a.partner_id)])
+        locking = terms.locking_date(a.event_date)
+        fields = a.model_dump(exclude={"items"})
+        fields["currency"] = a.currency or programs[a.program_id].currency
+        rows.append({
+            **fields,
+            "brand_id": brand_id,
+            "status": Status.PENDING.value,
+            "status_detail": status_detail(Status.PENDING, False, None),
+            "original_amount": a.amount,
+            "original_payout": a.payout,
+            "creation_date": now,
+            "locking_date": locking,
+            "clearing_date": terms.clearing_date(locking),
+            "sequence": 1,
+            "items": [item.model_dump() for item in a.items],
+            "updated_at": now,
+        })
+    ids = conn.execute(insert(action).returning(action.c.id, sort_by_parameter_order=True),
+                       rows).scalars().all()
+    for row, new_id in zip(rows, ids, strict=True):
+        row["id"] = new_id
+    conn.execute(insert(action_update), [
+        {"action_id": r["id"], "sequence": 1, "trigger": Trigger.TRACKED.value, "reason": None,
+         "status": r["status"], "amount": r["amount"], "payout": r["payout"],
+         "delta_amount": r["amount"], "delta_payout": r["payout"], "created_at": now}
+        for r in rows
+    ])
+    enqueue_action_events(conn, [
+        ActionEvent(r, Trigger.TRACKED, r["amount"], r["payout"]) for r in rows
+    ], now)
+    return rows
+
+
+def _load(conn: Connection, brand_id: int, action_id: int) -> Row[Any]:
+    row = conn.execute(select(action).where(action.c.id == action_id,
+                                            action.c.brand_id == brand_id)
+                       .with_for_update()).first()
+    if row is None:
+        raise NotFound("action")
+    return row
+
+
+def _apply(conn: Connection, before: Row[Any], trigger: Trigger, reason: str | None,
+           now: datetime, **changes: Any) -> dict[str, Any]:
+    """Write one change of one action: the row, its history, its postbacks."""
+    after = {**before._mapping, **changes, "sequence": before.sequence + 1, "updated_at": now}
+    conn.execute(update(action).where(action.c.id == before.id).values(
+        **changes, sequence=after["sequence"], updated_at=now))
+    delta_amount = after["amount"] - before.amount
+    delta_payout = after["payout"] - before.payout
+    conn.execute(insert(action_update).values(
+        action_id=before.id, sequence=after["sequence"], trigger=trigger.value, reason=reason,
+        status=after["status"], amount=after["amount"], payout=after["payout"],
+        delta_amount=delta_amount, delta_payout=delta_payout, created_at=now))
+    enqueue_action_events(conn, [ActionEvent(after, trigger, delta_amount, delta_payout)], now)
+    return after
+
+
+def modify_action(conn: Connection, brand_id: int, action_id: int, patch: ActionPatchIn,
+                  now: datetime) -> dict[str, Any]:
+    before = _load(conn, brand_id, action_id)
+    check_changeable(Status(before.status), before.locking_date, now, "modify")
+    check_reason(patch.reason)
+    amount = before.amount if patch.amount is None else patch.amount
+    payout = before.payout if patch.payout is None else patch.payout
+    if amount == before.amount and payout == before.payout:
+        raise RuleViolation("no_change", "amount and payout are unchanged; send a new amount "
+                            "or payout", 422)
+    return _apply(conn, before, Trigger.MODIFIED, patch.reason, now, amount=amount, payout=payout)
+
+
+def reverse_action(conn: Connection, brand_id: int, action_id: int, reason: str,
+                   now: datetime) -> dict[str, Any]:
+    before = _load(conn, brand_id, action_id)
+    check_changeable(Status(before.status), before.locking_date, now, "reverse")
+    check_reason(reason)
+    return _apply(conn, before, Trigger.REVERSED, reason, now, amount=0, payout=0,
+                  status=Status.REVERSED.value,
+                  status_detail=status_detail(Status.REVERSED, False, reason))
+
+
+def approve_action(conn: Connection, brand_id: int, action_id: int,
+                   now: datetime) -> dict[str, Any]:
+    """Lock a pending action by hand (impact.com: no postback for locking)."""
+    before = _load(conn, brand_id, action_id)
+    check_changeable(Status(before.status), before.locking_date, now, "approve")
+    terms_row = conn.execute(select(contract).where(
+        contract.c.program_id == before.program_id,
+        contract.c.partner_id == before.partner_id)).first()
+    clearing = _terms(terms_row).clearing_date(now) if terms_row else None
+    return _apply(conn, before, Trigger.APPROVED, None, now, status=Status.APPROVED.value,
+                  status_detail=status_detail(Status.APPROVED, False, None),
+                  locking_date=now, locked_at=now, clearing_date=clearing)
+
+
+def run_lifecycle(conn: Connection, as_of: datetime, now: datetime,
+                  limit: int = 1000) -> dict[str, int]:
+    """Lock actions whose locking date has passed and clear those whose clearing date has.
+
+    Processes at most ``limit`` of each; callers loop until both counts are zero.
+    """
+    locked = 0
+    for row in conn.execute(select(action).where(
+            action.c.status == Status.PENDING.value, action.c.locking_date <= as_of)
+            .order_by(action.c.locking_date).limit(limit).with_for_update(skip_locked=True)).all():
+        _apply(conn, row, Trigger.LOCKED, None, now, status=Status.APPROVED.value,
+               status_detail=status_detail(Status.APPROVED, False, None),
+               locked_at=row.locking_date)
+        locked += 1
+    cleared = 0
+    for row in conn.execute(select(action).where(
+            action.c.status == Status.APPROVED.value, action.c.cleared_at.is_(None),
+            action.c.clearing_date <= as_of)
+            .order_by(action.c.clearing_date).limit(limit).with_for_update(skip_locked=True)).all():
+        _apply(conn, row, Trigger.CLEARED, None, now, cleared_at=row.clearing_date,
+               status_detail=status_detail(Status.APPROVED, True, None))
+        cleared += 1
+    return {"locked": locked, "cleared": cleared}
+
+
+def action_out(row: Any) -> dict[str, Any]:
+    """An action as the API shows it: money as decimal strings, dates with offset."""
+    m = row if isinstance(row, dict) else row._mapping
+    money = ("amount", "payout", "original_amount", "original_payout")
+    dates = ("event_date", "creation_date", "locking_date", "clearing_date", "locked_at",
+             "cleared_at", "referring_date", "updated_at")
+    out = {"id": m["id"], **{k: v for k, v in m.items() if k not in ("brand_id", "id")}}
+    for k in money:
+        out[k] = format_money(m[k])
+    for k in dates:
+        out[k] = format_date(m.get(k)) or None
+    out["items"] = [
+        {**item, "amount": format_money(item.get("amount")) or None,
+         "payout": format_money(item.get("payout")) or None}
+        for item in m.get("items") or []
+    ]
+    return out
+
+
+def update_out(row: Any) -> dict[str, Any]:
+    return {
+        "sequence": row.sequence, "trigger": row.trigger, "reason": row.reason,
+        "status": row.status, "amount": format_money(row.amount),
+        "payout": format_money(row.payout), "delta_amount": format_money(row.delta_amount),
+        "delta_payout": format_money(row.delta_payout), "created_at": format_date(row.created_at),
+    }
+
+
+def get_action(conn: Connection, action_id: int, *, brand_id: int | None = None,
+               partner_id: int | None = None) -> dict[str, Any]:
+    query = select(action).where(action.c.id == action_id)
+    if brand_id is not None:
+        query = query.where(action.c.brand_id == brand_id)
+    if partner_id is not None:
+        query = query.where(action.c.partner_id == partner_id)
+    row = conn.execute(query).first()
+    if row is None:
+        raise NotFound("action")
+    out = action_out(row)
+    out["updates"] = [update_out(u) for u in conn.execute(
+        select(action_update).where(action_update.c.action_id == action_id)
+        .order_by(action_update.c.sequence))]
+    return out
+
+
+def list_actions(conn: Connection, *, brand_id: int | None = None,
+                 partner_id: int | None = None, status: str | None = None,
+                 program_id: int | None = None, oid: str | None = None,
+                 since: datetime | None = None, until: datetime | None = None,
+                 cursor: int | None = None, limit: int = 100) -> dict[str, Any]:
+    query = select(action).order_by(action.c.id.desc()).limit(limit + 1)
+    for column, value in ((action.c.brand_id, brand_id), (action.c.partner_id, partner_id),
+                          (action.c.status, status), (action.c.program_id, program_id),
+                          (action.c.oid, oid)):
+        if value is not None:
+            query = query.where(column == value)
+    if since is not None:
+        query = query.where(action.c.event_date >= since)
+    if until is not None:
+        query = query.where(action.c.event_date < until)
+    if cursor is not None:
+        query = query.where(action.c.id < cursor)
+    rows = conn.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [action_out(r) for r in rows],
+            "next_cursor": str(rows[-1].id) if more and rows else None}

@@ -1,0 +1,150 @@
+"""Event Notifications settings: validated on save, compiled once, masked on read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy import Connection, delete, insert, select, update
+
+from postback.core.render import (
+    BodyFormat,
+    Problem,
+    Template,
+    TemplateError,
+    compile_template,
+)
+from postback.core.tokens import ACTION_TOKENS, Token
+from postback.core.values import format_date
+from postback.db.schema import delivery, notification_setting
+from postback.models import NotificationSettingIn
+from postback.services.errors import Invalid, NotFound
+
+MASK = "********"
+
+
+@dataclass(frozen=True)
+class NotificationType:
+    slug: str
+    title: str
+    vocabulary: Mapping[str, Token]
+    fires_on: tuple[str, ...]
+
+
+TYPES: dict[str, NotificationType] = {
+    "action-lifecycle": NotificationType(
+        "action-lifecycle", "Action Life Cycle Events",
+        {t.name: t for t in ACTION_TOKENS}, ("TRACKED", "MODIFIED", "REVERSED"),
+    ),
+}
+
+
+def notification_type(slug: str) -> NotificationType:
+    found = TYPES.get(slug)
+    if found is None:
+        raise NotFound("event notification type")
+    return found
+
+
+@dataclass(frozen=True)
+class Compiled:
+    url: Template
+    body: Template | None
+
+
+@lru_cache(maxsize=4096)
+def compile_setting(slug: str, url: str, method: str, body_format: str, body: str) -> Compiled:
+    """Compile a setting's URL and body templates (cached: settings change rarely)."""
+    vocabulary = TYPES[slug].vocabulary
+    problems: list[Problem] = []
+    url_template = body_template = None
+    try:
+        url_template = compile_template(url, "url", vocabulary)
+    except TemplateError as exc:
+        problems.extend(exc.problems)
+    if method == "POST":
+        try:
+            body_template = compile_template(body, "body", vocabulary, BodyFormat(body_format))
+        except TemplateError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise TemplateError(problems)
+    assert url_template is not None
+    return Compiled(url_template, body_template)
+
+
+def _check(slug: str, body: NotificationSettingIn) -> Compiled:
+    scheme, _, rest = body.url.partition("://")
+    if scheme.lower() not in ("http", "https") or not rest:
+        raise Invalid("url", "url must start with http:// or https://")
+    literal_host = urlsplit(body.url.split("{", 1)[0]).hostname
+    if "@" in rest.split("/", 1)[0].split("?", 1)[0]:
+        raise Invalid("url", "url must not carry user:password@; use a header instead")
+    if not literal_host:
+        raise Invalid("url", "url needs a host name, e.g. https://postbacks.example.com/in")
+    if body.method == "GET" and body.body:
+        raise Invalid("body", "a GET postback carries its values in the url; "
+                      "remove body or use method POST")
+    try:
+        return compile_setting(slug, body.url, body.method, body.body_format.value, body.body)
+    except TemplateError as exc:
+        first = exc.problems[0]
+        raise Invalid(first.field, str(exc), {"problems": [
+            {"field": p.field, "message": p.message, "token": p.token,
+             "position": p.position, "suggestions": list(p.suggestions)}
+            for p in exc.problems]}) from None
+
+
+def setting_out(row: Any) -> dict[str, Any]:
+    return {
+        "id": row["id"], "type": row["type"], "url": row["url"], "method": row["method"],
+        "body_format": row["body_format"], "body": row["body"],
+        "headers": {name: MASK for name in row["headers"]},
+        "enabled": row["enabled"], "created_at": format_date(row["created_at"]),
+        "updated_at": format_date(row["updated_at"]),
+    }
+
+
+def list_settings(conn: Connection, partner_id: int) -> list[dict[str, Any]]:
+    rows = {r["type"]: r for r in conn.execute(select(notification_setting).where(
+        notification_setting.c.partner_id == partner_id)).mappings()}
+    return [
+        {"type": t.slug, "title": t.title, "fires_on": list(t.fires_on),
+         "tokens": sorted(t.vocabulary),
+         "setting": setting_out(rows[t.slug]) if t.slug in rows else None}
+        for t in TYPES.values()
+    ]
+
+
+def put_setting(conn: Connection, partner_id: int, slug: str,
+                body: NotificationSettingIn) -> dict[str, Any]:
+    notification_type(slug)
+    _check(slug, body)
+    now = datetime.now(UTC)
+    values = {"url": body.url, "method": body.method, "body_format": body.body_format.value,
+              "body": body.body, "headers": body.headers, "enabled": body.enabled,
+              "updated_at": now}
+    where = (notification_setting.c.partner_id == partner_id, notification_setting.c.type == slug)
+    if conn.execute(update(notification_setting).where(*where).values(**values)).rowcount == 0:
+        conn.execute(insert(notification_setting).values(
+            partner_id=partner_id, type=slug, created_at=now, **values))
+    return setting_out(conn.execute(select(notification_setting).where(*where)).mappings().one())
+
+
+def delete_setting(conn: Connection, partner_id: int, slug: str) -> None:
+    """Delete a setting. Its pending deliveries are cancelled (failed, ``setting_deleted``):
+    the partner took that endpoint away. Past deliveries stay readable and resendable."""
+    notification_type(slug)
+    where = (notification_setting.c.partner_id == partner_id, notification_setting.c.type == slug)
+    setting_id = conn.execute(select(notification_setting.c.id).where(*where)).scalar()
+    if setting_id is None:
+        raise NotFound("event notification setting")
+    conn.execute(update(delivery).where(delivery.c.setting_id == setting_id,
+                                        delivery.c.status == "pending")
+                 .values(status="failed", last_error="setting_deleted", lease_owner=None,
+                         completed_at=datetime.now(UTC)))
+    conn.execute(delete(notification_setting).where(notification_setting.c.id == setting_id))
