@@ -9,7 +9,8 @@ slots; each slot knows its context and so its escaping:
   anything else becomes a quoted JSON string (``null`` when missing), so a value can never
   add structure even where a template forgot the quotes.
 * XML: entity escaping (CR, LF and TAB as character references so they survive attribute
-  normalisation); inside CDATA, ``]]>`` is split; characters XML 1.0 cannot carry become
+  normalisation); inside CDATA, ``]]>`` is split and CR steps out as ``&#13;``; characters
+  XML 1.0 cannot carry become
   U+FFFD.
 * form: ``application/x-www-form-urlencoded`` encoding of the value.
 
@@ -175,7 +176,8 @@ def _xml(value: Value) -> str:
 
 def _xml_cdata(value: Value) -> str:
     text = _XML_INVALID.sub("\ufffd", _as_text(value))
-    return text.replace("]]>", "]]]]><![CDATA[>")
+    # split "]]>" across two sections; step out of CDATA for CR, which parsers would normalise
+    return text.replace("]]>", "]]]]><![CDATA[>").replace("\r", "]]>&#13;<![CDATA[")
 
 
 _STATIC_ESCAPES: dict[Context, Callable[[Value], str]] = {
