@@ -45,6 +45,8 @@ class Receiver:
 
     def __init__(self, answer: Callable[[Received], Answer] | None = None) -> None:
         self.requests: list[Received] = []
+        self.active = 0
+        self.max_active = 0
         self.answer = answer or (lambda _req: Answer())
         self._cond = threading.Condition()
         receiver = self
@@ -59,17 +61,24 @@ class Receiver:
                                time.monotonic())
                 with receiver._cond:
                     receiver.requests.append(req)
+                    receiver.active += 1
+                    receiver.max_active = max(receiver.max_active, receiver.active)
                     receiver._cond.notify_all()
                 reply = receiver.answer(req)
                 if reply.delay:
                     time.sleep(reply.delay)
+                with receiver._cond:
+                    receiver.active -= 1
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
                         self.send_header(name, value)
-                    self.send_header("Content-Length", str(len(reply.body)))
+                    no_body = reply.status in (204, 304)
+                    if not no_body:
+                        self.send_header("Content-Length", str(len(reply.body)))
                     self.end_headers()
-                    self.wfile.write(reply.body)
+                    if not no_body:
+                        self.wfile.write(reply.body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 

@@ -119,7 +119,7 @@ def test_unknown_tokens_are_all_reported_with_the_closest_names() -> None:
     assert [p.token for p in problems] == ["subid1", "ActionID", "Nope"]
     assert problems[0].suggestions[0] == "SubId1"
     assert problems[1].suggestions[0] == "ActionId"
-    assert "unknown token {subid1} in url; did you mean {SubId1}" in problems[0].message
+    assert "unknown token {subid1}; did you mean {SubId1}" in problems[0].message
 
 
 def test_tokens_may_not_choose_the_host() -> None:

@@ -52,7 +52,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Invalid)
     async def invalid(_: Request, exc: Invalid) -> JSONResponse:
-        message = exc.message if exc.message.startswith(exc.field) else (
+        message = exc.message if exc.message.startswith(f"{exc.field}:") else (
             f"{exc.field}: {exc.message}")
         return JSONResponse(status_code=422, content={
             "error": "invalid", "message": message, "field": exc.field, **exc.extra})

@@ -245,7 +245,7 @@ def compile_template(
     """
     problems: list[Problem] = []
     if len(text.encode("utf-8", "surrogatepass")) > MAX_TEMPLATE_BYTES:
-        problems.append(Problem(where, f"{where} is over the 64 KiB limit; shorten it"))
+        problems.append(Problem(where, "is over the 64 KiB limit; shorten it"))
         raise TemplateError(problems)
 
     parts: list[str | Slot] = []
@@ -273,7 +273,7 @@ def compile_template(
         if token is None:
             hints = suggest(name, frozenset(vocabulary))
             hint = f"; did you mean {', '.join('{' + h + '}' for h in hints)}?" if hints else ""
-            problems.append(Problem(where, f"unknown token {{{name}}} in {where}{hint}",
+            problems.append(Problem(where, f"unknown token {{{name}}}{hint}",
                                     name, match.start(), hints))
             continue
         if spec is not None:

@@ -80,12 +80,12 @@ def compile_setting(slug: str, url: str, method: str, body_format: str, body: st
 def _check(slug: str, body: NotificationSettingIn) -> Compiled:
     scheme, _, rest = body.url.partition("://")
     if scheme.lower() not in ("http", "https") or not rest:
-        raise Invalid("url", "url must start with http:// or https://")
+        raise Invalid("url", "must start with http:// or https://")
     literal_host = urlsplit(body.url.split("{", 1)[0]).hostname
     if "@" in rest.split("/", 1)[0].split("?", 1)[0]:
-        raise Invalid("url", "url must not carry user:password@; use a header instead")
+        raise Invalid("url", "must not carry user:password@; use a header instead")
     if not literal_host:
-        raise Invalid("url", "url needs a host name, e.g. https://postbacks.example.com/in")
+        raise Invalid("url", "needs a host name, e.g. https://postbacks.example.com/in")
     if body.method == "GET" and body.body:
         raise Invalid("body", "a GET postback carries its values in the url; "
                       "remove body or use method POST")
@@ -93,7 +93,8 @@ def _check(slug: str, body: NotificationSettingIn) -> Compiled:
         return compile_setting(slug, body.url, body.method, body.body_format.value, body.body)
     except TemplateError as exc:
         first = exc.problems[0]
-        raise Invalid(first.field, str(exc), {"problems": [
+        raise Invalid(first.field, "; ".join(f"{p.field}: {p.message}" for p in exc.problems),
+                      {"problems": [
             {"field": p.field, "message": p.message, "token": p.token,
              "position": p.position, "suggestions": list(p.suggestions)}
             for p in exc.problems]}) from None
