@@ -24,6 +24,7 @@ from postback.core.lifecycle import (
     status_detail,
 )
 from postback.core.values import format_date, format_money
+from postback.db.ids import allocate_ids
 from postback.db.schema import action, action_update, contract, event_type, program
 from postback.models import ActionIn, ActionPatchIn
 from postback.services.errors import Invalid, NotFound
@@ -98,10 +99,9 @@ def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
             "items": [item.model_dump() for item in a.items],
             "updated_at": now,
         })
-    ids = conn.execute(insert(action).returning(action.c.id, sort_by_parameter_order=True),
-                       rows).scalars().all()
-    for row, new_id in zip(rows, ids, strict=True):
+    for row, new_id in zip(rows, allocate_ids(conn, action, len(rows)), strict=True):
         row["id"] = new_id
+    conn.execute(insert(action), rows)
     conn.execute(insert(action_update), [
         {"action_id": r["id"], "sequence": 1, "trigger": Trigger.TRACKED.value, "reason": None,
          "status": r["status"], "amount": r["amount"], "payout": r["payout"],
