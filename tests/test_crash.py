@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from postback.db.schema import delivery
@@ -16,9 +17,9 @@ from tests.conftest import build_world
 from tests.receiver import Answer, Receiver
 
 
-def start_worker(db_url: str) -> subprocess.Popen[bytes]:
+def start_worker(db_url: str, poll: str = "0.1") -> subprocess.Popen[bytes]:
     env = {**os.environ, "POSTBACK_DATABASE_URL": db_url, "POSTBACK_LEASE_SECONDS": "2",
-           "POSTBACK_POLL_INTERVAL": "0.1", "POSTBACK_CLAIM_BATCH": "50",
+           "POSTBACK_POLL_INTERVAL": poll, "POSTBACK_CLAIM_BATCH": "50",
            "POSTBACK_ENDPOINT_CONCURRENCY": "8", "POSTBACK_RETRY_SCHEDULE": "0.1,0.1,0.1"}
     return subprocess.Popen([sys.executable, "-m", "postback", "worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -74,3 +75,23 @@ def test_worker_stops_cleanly_on_sigterm(make_service: Any) -> None:
     time.sleep(1.5)
     worker.terminate()
     assert worker.wait(timeout=20) == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_separate_worker_wakes_on_commit_through_notify(make_service: Any) -> None:
+    """With a 30 s poll, only LISTEN/NOTIFY can bring the postback within a second or two."""
+    service = make_service(start_engine=False)
+    world = build_world(service)
+    receiver = Receiver()
+    worker = start_worker(service.settings.database_url, poll="30")
+    try:
+        world.subscribe(f"{receiver.url}/pb")
+        time.sleep(2)  # the worker is up, listening, and has done its first claim
+        started = time.monotonic()
+        world.report()
+        receiver.wait_for(1, timeout=5)
+        assert time.monotonic() - started < 2
+    finally:
+        worker.terminate()
+        worker.wait(timeout=20)
+        receiver.close()

@@ -9,7 +9,8 @@
   partner holds a bounded share of the worker and never delays the others.
 * Results are written in batches (``queue.record``): one transaction per batch of attempts.
 * Wake-ups: ``wake()`` (thread-safe) when the API commits new deliveries in this process;
-  otherwise a poll every ``poll_interval`` seconds.
+  LISTEN/NOTIFY on PostgreSQL for commits anywhere; otherwise a poll every
+  ``poll_interval`` seconds.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from sqlalchemy import Engine as DbEngine
 
 from postback.config import Settings
 from postback.core.retry import Outcome, classify, parse_retry_after
+from postback.db.wakeup import libpq_url, listen
 from postback.delivery import queue
 from postback.delivery.http import Response, Sender
 from postback.services.notification_settings import MASK
@@ -88,9 +90,13 @@ class Engine:
                           s.user_agent) as sender:
             self._sender = sender
             flusher = asyncio.create_task(self._flush_loop())
+            pg = libpq_url(s.database_url)
+            listener = asyncio.create_task(listen(pg, self._wakeup.set)) if pg else None
             try:
                 await self._claim_loop()
             finally:
+                if listener is not None:
+                    listener.cancel()
                 await self._drain()
                 flusher.cancel()
                 await self._flush()

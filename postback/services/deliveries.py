@@ -10,6 +10,7 @@ from sqlalchemy import Connection, select, update
 from postback.core.lifecycle import RuleViolation
 from postback.core.values import format_date
 from postback.db.schema import delivery, delivery_attempt
+from postback.db.wakeup import notify_due
 from postback.services.errors import NotFound
 
 
@@ -87,4 +88,5 @@ def resend_delivery(conn: Connection, partner_id: int, delivery_id: int,
     conn.execute(update(delivery).where(delivery.c.id == delivery_id).values(
         status="pending", failures=0, next_attempt_at=now, lease_owner=None,
         completed_at=None))
+    notify_due(conn)
     return get_delivery(conn, partner_id, delivery_id)

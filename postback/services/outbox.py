@@ -19,6 +19,7 @@ from postback.core.lifecycle import LIFECYCLE_TRIGGERS, Trigger
 from postback.core.payload import action_values
 from postback.core.render import CONTENT_TYPES, BodyFormat
 from postback.db.schema import delivery, event_type, notification_setting, partner, program
+from postback.db.wakeup import notify_due
 from postback.services.ids import uuid7
 from postback.services.notification_settings import compile_setting
 
@@ -104,4 +105,5 @@ def enqueue_action_events(conn: Connection, events: list[ActionEvent], now: date
             "created_at": now,
         })
     conn.execute(insert(delivery), rows)
+    notify_due(conn)
     return len(rows)
