@@ -83,14 +83,17 @@ async def ceiling(urls: list[str], concurrency: int = 512) -> float:
 
 
 class Service:
-    def __init__(self, db_url: str, workdir: Path) -> None:
+    def __init__(self, db_url: str, workdir: Path, workers: int = 0) -> None:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "POSTBACK_DATABASE_URL": db_url, "POSTBACK_ADMIN_TOKEN": ADMIN}
-        self.proc = subprocess.Popen(
+        self.procs = [subprocess.Popen(
             [sys.executable, "-m", "postback", "serve", "--port", str(self.port)],
-            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         wait_http(f"{self.api}/healthz")
+        self.procs += [subprocess.Popen(
+            [sys.executable, "-m", "postback", "worker"], cwd=workdir, env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
 
     def call(self, method: str, path: str, key: str, body: Any) -> Any:
         req = urllib.request.Request(f"{self.api}{path}", method=method,
@@ -101,8 +104,10 @@ class Service:
             return json.loads(r.read())
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(timeout=30)
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait(timeout=30)
 
 
 def setup(service: Service, partners: int, receiver: str) -> tuple[str, list[dict[str, int]]]:
@@ -149,9 +154,9 @@ def wait_received(receiver: str, count: int) -> Any:
 
 
 def run_engine(db_url: str, workdir: Path, receiver: str, actions: int, batch: int,
-               partners: int, rate: int, seconds: float) -> dict[str, float]:
+               partners: int, rate: int, seconds: float, workers: int = 0) -> dict[str, float]:
     """Saturation (as fast as the API takes batches), then a steady offered load."""
-    service = Service(db_url, workdir)
+    service = Service(db_url, workdir, workers)
     try:
         bkey, targets = setup(service, partners, receiver)
         get(f"{receiver}/__reset")
@@ -199,17 +204,20 @@ def main() -> None:
         get(f"{receiver}/__reset")
         rows.append(("bare aiohttp loop (ceiling)", {"per_s": asyncio.run(ceiling(urls))}))
         with tempfile.TemporaryDirectory() as tmp:
-            rows.append(("postback serve, SQLite", run_engine(
-                f"sqlite:///{tmp}/bench.db", Path(tmp), receiver, args.actions, args.batch,
-                args.partners, args.rate, args.seconds)))
-            if not args.skip_pg:
+            for workers in (0, 1):
+                label = "" if workers == 0 else f" + {workers} worker"
+                rows.append((f"postback serve{label}, SQLite", run_engine(
+                    f"sqlite:///{tmp}/bench{workers}.db", Path(tmp), receiver, args.actions,
+                    args.batch, args.partners, args.rate, args.seconds, workers)))
+                if args.skip_pg:
+                    continue
                 name = f"postback_bench_{uuid.uuid4().hex[:8]}"
                 with psycopg.connect(PG, autocommit=True) as conn:
                     conn.execute(f'CREATE DATABASE "{name}"')
                 try:
-                    rows.append(("postback serve, PostgreSQL", run_engine(
+                    rows.append((f"postback serve{label}, PostgreSQL", run_engine(
                         PG.rsplit("/", 1)[0] + "/" + name, Path(tmp), receiver, args.actions,
-                        args.batch, args.partners, args.rate, args.seconds)))
+                        args.batch, args.partners, args.rate, args.seconds, workers)))
                 finally:
                     with psycopg.connect(PG, autocommit=True) as conn:
                         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -222,13 +230,13 @@ def main() -> None:
           f"Python {platform.python_version()} · {args.actions} actions in batches of "
           f"{args.batch} to {args.partners} partners; latency at a steady {args.rate} "
           f"actions/s for {args.seconds:.0f} s (batches every 50 ms)\n")
-    print(f"| {'run':<30} | {'postbacks/s':>11} | {'vs ceiling':>10} | {'ingest/s':>9} "
+    print(f"| {'run':<37} | {'postbacks/s':>11} | {'vs ceiling':>10} | {'ingest/s':>9} "
           f"| {'p50 ms':>8} | {'p99 ms':>8} |")
-    print(f"|{'-' * 32}|{'-' * 13}|{'-' * 12}|{'-' * 11}|{'-' * 10}|{'-' * 10}|")
+    print(f"|{'-' * 39}|{'-' * 13}|{'-' * 12}|{'-' * 11}|{'-' * 10}|{'-' * 10}|")
     for name, r in rows:
         def cell(key: str, width: int, r: dict[str, float] = r) -> str:
             return f"{r[key]:>{width}.0f}" if key in r else f"{'—':>{width}}"
-        print(f"| {name:<30} | {cell('per_s', 11)} | {r['per_s'] / ceiling_rate:>10.2f} "
+        print(f"| {name:<37} | {cell('per_s', 11)} | {r['per_s'] / ceiling_rate:>10.2f} "
               f"| {cell('ingest_per_s', 9)} | {cell('p50', 8)} | {cell('p99', 8)} |")
 
 
