@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import uvicorn
@@ -34,6 +35,22 @@ def open_database(settings: Settings, run_migrations: bool) -> DbEngine:
     return db
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT once it has shut down, which would kill the process
+    before the delivery engine hands back its claims; here the signal only stops serving."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
 async def _lifecycle_loop(db: DbEngine, interval: float) -> None:
     while True:
         try:
@@ -52,7 +69,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         print(f"\nOperator token (shown once, store it now):\n\n    {token}\n", flush=True)
     engine = Engine(settings, db)
     app = create_app(settings, db, wake=engine.wake)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info",
                                            access_log=False, lifespan="off"))
     engine_task = asyncio.create_task(engine.run())
     lifecycle = asyncio.create_task(_lifecycle_loop(db, settings.lifecycle_interval))

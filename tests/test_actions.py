@@ -163,6 +163,7 @@ def test_modify_reverse_approve_and_their_rules(world: World) -> None:
 
 def test_lifecycle_run_locks_and_clears_on_contract_dates(world: World) -> None:
     """``postback lifecycle run --as-of`` run as a real process against the same database."""
+    world.subscribe("https://pb.example/?t={Trigger}")
     a = world.report(event_date="2026-11-02T18:04:05+00:00")  # locks 12-02, clears 12-22
     env = {**os.environ, "POSTBACK_DATABASE_URL": world.service.settings.database_url}
 
@@ -186,6 +187,9 @@ def test_lifecycle_run_locks_and_clears_on_contract_dates(world: World) -> None:
     got = world.brand("GET", f"/v1/actions/{a['id']}", 200)
     assert got["status_detail"] == "PAID" and got["cleared_at"] == "2026-12-22T18:04:05+00:00"
     assert [u["trigger"] for u in got["updates"]] == ["TRACKED", "LOCKED", "CLEARED"]
+    # impact.com's rule: locking and clearing send no Action Life Cycle postback
+    triggers = [d["trigger"] for d in world.partner("GET", "/v1/deliveries", 200)["items"]]
+    assert triggers == ["TRACKED"]
     bad = subprocess.run([sys.executable, "-m", "postback", "lifecycle", "run", "--as-of",
                           "next tuesday"], env=env, capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "ISO-8601" in bad.stderr

@@ -66,7 +66,6 @@ class Engine:
         self._flush_now: asyncio.Event | None = None
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self.sent = 0
 
     # -- control ----------------------------------------------------------------------
 
@@ -162,10 +161,12 @@ class Engine:
         try:
             response = await self._sender.send(job.method, job.url, headers, job.body)
             self._results.append(self._result(job, started, headers, response))
+        except Exception:  # a bug, not a partner's failure: the lease brings it back
+            log.exception("delivery %s: unexpected error; it is retried when its lease ends",
+                          job.id)
         finally:
             ep.active -= 1
             self._held -= 1
-            self.sent += 1
             if ep.waiting and not self._stopping:
                 self._start(ep, ep.waiting.popleft())
             if ep.held == 0:
