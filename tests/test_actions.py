@@ -233,3 +233,19 @@ def test_change_and_postbacks_commit_together_or_not_at_all(world: World) -> Non
     assert count(world.service, action) == 0
     assert count(world.service, action_update) == 0
     assert count(world.service, delivery) == 0
+
+
+def test_a_batch_of_10000_is_accepted_whole_with_its_postbacks(make_service: Any) -> None:
+    service = make_service(start_engine=False)
+    world = build_world(service)
+    world.subscribe("https://pb.example/?id={ActionId}&e={EventId}")
+    actions = [world.action() for _ in range(10_000)]
+    out = world.brand("POST", "/v1/actions/batch", 201, json={"actions": actions})
+    assert out["count"] == 10_000
+    assert count(service, action) == count(service, action_update) == 10_000
+    assert count(service, delivery) == 10_000
+    # one more, reusing an oid from the big batch: refused, nothing written
+    err = world.brand("POST", "/v1/actions/batch", 409,
+                      json={"actions": [world.action(), world.action(oid=actions[9_999]["oid"])]})
+    assert err["rule"] == "oid_reused" and "actions[1].oid" in err["message"]
+    assert count(service, action) == 10_000

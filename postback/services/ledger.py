@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, insert, select, tuple_, update
+from sqlalchemy import Connection, Row, insert, select, update
 
 from postback.core.lifecycle import (
     ClearingRule,
@@ -72,12 +72,11 @@ def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
             raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {a.oid!r} appears twice "
                                 f"for event type {a.event_type_id} (also at index {seen[key]})")
         seen[key] = i
-    taken = conn.execute(select(action.c.event_type_id, action.c.oid).where(
-        tuple_(action.c.event_type_id, action.c.oid).in_(list(seen)))).first()
+    taken = _first_taken_oid(conn, seen)
     if taken is not None:
-        i = seen[(taken.event_type_id, taken.oid)]
-        raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {taken.oid!r} is already "
-                            f"used by an action of event type {taken.event_type_id}")
+        i = seen[taken]
+        raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {taken[1]!r} is already "
+                            f"used by an action of event type {taken[0]}")
 
     rows = []
     for a in actions:
@@ -112,6 +111,23 @@ def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
         ActionEvent(r, Trigger.TRACKED, r["amount"], r["payout"]) for r in rows
     ], now)
     return rows
+
+
+def _first_taken_oid(conn: Connection,
+                     keys: dict[tuple[int, str], int]) -> tuple[int, str] | None:
+    """One of ``keys`` (event type, oid) already in the ledger, if any. Looked up per event
+    type in chunks: a 10,000-pair row-value IN list is too deep for PostgreSQL."""
+    by_type: dict[int, list[str]] = {}
+    for event_type_id, oid in keys:
+        by_type.setdefault(event_type_id, []).append(oid)
+    for event_type_id, oids in by_type.items():
+        for start in range(0, len(oids), 1000):
+            oid = conn.execute(select(action.c.oid).where(
+                action.c.event_type_id == event_type_id,
+                action.c.oid.in_(oids[start:start + 1000])).limit(1)).scalar()
+            if oid is not None:
+                return event_type_id, oid
+    return None
 
 
 def _load(conn: Connection, brand_id: int, action_id: int) -> Row[Any]:
