@@ -98,3 +98,13 @@ def test_operator_token_is_generated_once_and_stored_hashed(db_url: str) -> None
             assert authenticate(conn, token, "another-configured-token") is None
     finally:
         db.dispose()
+
+
+def test_api_docs_and_openapi_are_served_without_a_cdn(service: Service) -> None:
+    page = service.client.get("/docs")
+    assert page.status_code == 200
+    assert "/docs-assets/swagger-ui-bundle.js" in page.text and "cdn" not in page.text
+    assert service.client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    spec = service.client.get("/openapi.json").json()
+    assert "/v1/actions/batch" in spec["paths"]
+    assert "/v1/event-notifications/{slug}" in spec["paths"]

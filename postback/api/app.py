@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine, text
+from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from postback import __version__
 from postback.api import accounts, actions, deliveries, errors, notifications, programs
@@ -15,6 +19,8 @@ from postback.db.engine import reader
 
 def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None = None) -> FastAPI:
     app = FastAPI(
+        docs_url=None,
+        redoc_url=None,
         title="postback",
         version=__version__,
         description="Real-time partner postbacks (event notifications), impact.com-style. "
@@ -26,6 +32,16 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
     errors.install(app)
     for module in (accounts, programs, actions, notifications, deliveries):
         app.include_router(module.router)
+
+    # /docs from assets shipped in a package: it works offline, with no CDN.
+    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="postback API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css",
+                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
+from sqlalchemy import Engine, bindparam, insert, or_, select, update
 
 from postback.db.schema import delivery, delivery_attempt, notification_setting
 
@@ -61,7 +61,8 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
            .with_for_update(skip_locked=True))
     excluded = list(exclude)
     if excluded:
-        due = due.where(delivery.c.setting_id.not_in(excluded))
+        due = due.where(or_(delivery.c.setting_id.is_(None),
+                            delivery.c.setting_id.not_in(excluded)))
     stmt = (update(delivery)
             .where(delivery.c.id.in_(due.scalar_subquery()))
             .values(lease_owner=worker, next_attempt_at=now + timedelta(seconds=lease_seconds))

@@ -122,11 +122,11 @@ def _first_taken_oid(conn: Connection,
         by_type.setdefault(event_type_id, []).append(oid)
     for event_type_id, oids in by_type.items():
         for start in range(0, len(oids), 1000):
-            oid = conn.execute(select(action.c.oid).where(
+            found = conn.execute(select(action.c.oid).where(
                 action.c.event_type_id == event_type_id,
                 action.c.oid.in_(oids[start:start + 1000])).limit(1)).scalar()
-            if oid is not None:
-                return event_type_id, oid
+            if found is not None:
+                return event_type_id, str(found)
     return None
 
 
