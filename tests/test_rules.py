@@ -121,3 +121,10 @@ def test_money_is_exact() -> None:
     for bad in (10.5, "10.555", "1e3", "", True, None):
         with pytest.raises(MoneyError):
             parse_money(bad)
+
+
+def test_every_action_token_has_a_value() -> None:
+    from postback.core.payload import GETTERS
+    from postback.core.tokens import ACTION_TOKEN_NAMES
+
+    assert set(GETTERS) == ACTION_TOKEN_NAMES

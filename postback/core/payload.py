@@ -1,8 +1,12 @@
-"""Token values for one action notification: a pure mapping from ledger rows to tokens."""
+"""Token values for one action notification: a pure mapping from ledger rows to tokens.
+
+Each token has a getter; a notification computes only the tokens its template uses.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -10,12 +14,35 @@ from postback.core.render import Value
 from postback.core.values import format_date, format_money
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
+@dataclass(frozen=True)
+class ActionContext:
+    """One change of one action, with the names a receiver sees."""
+
+    action: Mapping[str, Any]
+    program_name: str
+    event_type_name: str
+    action_type: str
+    partner_name: str
+    trigger: str
+    delta_amount: int
+    delta_payout: int
+    event_id: str
 
 
-def _date(value: Any) -> str:
-    return format_date(value) if isinstance(value, datetime) else ""
+def _text(key: str) -> Callable[[ActionContext], str]:
+    return lambda c: "" if c.action.get(key) is None else str(c.action[key])
+
+
+def _money(key: str) -> Callable[[ActionContext], str]:
+    return lambda c: format_money(c.action[key])
+
+
+def _date(key: str) -> Callable[[ActionContext], str]:
+    def get(c: ActionContext) -> str:
+        value = c.action.get(key)
+        return format_date(value) if isinstance(value, datetime) else ""
+
+    return get
 
 
 def items_value(items: list[Mapping[str, Any]]) -> list[dict[str, object]]:
@@ -33,64 +60,56 @@ def items_value(items: list[Mapping[str, Any]]) -> list[dict[str, object]]:
     ]
 
 
-def action_values(
-    action: Mapping[str, Any],
-    *,
-    program_name: str,
-    event_type_name: str,
-    action_type: str,
-    partner_name: str,
-    trigger: str,
-    sequence: int,
-    delta_amount: int,
-    delta_payout: int,
-    event_id: str,
-) -> dict[str, Value]:
-    """Every action token's value for one notification (see ``tokens.ACTION_TOKENS``)."""
-    return {
-        "ActionId": str(action["id"]),
-        "CampaignId": str(action["program_id"]),
-        "CampaignName": program_name,
-        "ActionTrackerId": str(action["event_type_id"]),
-        "ActionTrackerName": event_type_name,
-        "MediaPartnerId": str(action["partner_id"]),
-        "MediaPartnerName": partner_name,
-        "ActionType": action_type,
-        "ReferringType": _text(action.get("referring_type")),
-        "Status": action["status"],
-        "StatusDetail": action["status_detail"],
-        "AdId": _text(action.get("ad_id")),
-        "Payout": format_money(action["payout"]),
-        "DeltaPayout": format_money(delta_payout),
-        "IntendedPayout": format_money(action["payout"]),
-        "OriginalPayout": format_money(action["original_payout"]),
-        "Amount": format_money(action["amount"]),
-        "DeltaAmount": format_money(delta_amount),
-        "IntendedAmount": format_money(action["original_amount"]),
-        "Currency": action["currency"],
-        "OriginalCurrency": action["currency"],
-        "OriginalAmount": format_money(action["original_amount"]),
-        "EventDate": _date(action["event_date"]),
-        "CreationDate": _date(action["creation_date"]),
-        "LockingDate": _date(action.get("locking_date")),
-        "ClearedDate": _date(action.get("cleared_at")),
-        "ReferringDate": _date(action.get("referring_date")),
-        "ReferringDomain": _text(action.get("referring_domain")),
-        "SubId1": _text(action.get("sub_id1")),
-        "SubId2": _text(action.get("sub_id2")),
-        "SubId3": _text(action.get("sub_id3")),
-        "SharedId": _text(action.get("shared_id")),
-        "PromoCode": _text(action.get("promo_code")),
-        "Oid": action["oid"],
-        "EventCode": _text(action.get("event_code")),
-        "CustomerId": _text(action.get("customer_id")),
-        "CustomerStatus": _text(action.get("customer_status")),
-        "CustomerArea": _text(action.get("customer_area")),
-        "CustomerCity": _text(action.get("customer_city")),
-        "CustomerRegion": _text(action.get("customer_region")),
-        "CustomerCountry": _text(action.get("customer_country")),
-        "Items": items_value(action.get("items") or []),
-        "EventId": event_id,
-        "Trigger": trigger,
-        "Sequence": str(sequence),
-    }
+GETTERS: dict[str, Callable[[ActionContext], Value]] = {
+    "ActionId": _text("id"),
+    "CampaignId": _text("program_id"),
+    "CampaignName": lambda c: c.program_name,
+    "ActionTrackerId": _text("event_type_id"),
+    "ActionTrackerName": lambda c: c.event_type_name,
+    "MediaPartnerId": _text("partner_id"),
+    "MediaPartnerName": lambda c: c.partner_name,
+    "ActionType": lambda c: c.action_type,
+    "ReferringType": _text("referring_type"),
+    "Status": _text("status"),
+    "StatusDetail": _text("status_detail"),
+    "AdId": _text("ad_id"),
+    "Payout": _money("payout"),
+    "DeltaPayout": lambda c: format_money(c.delta_payout),
+    "IntendedPayout": _money("payout"),
+    "OriginalPayout": _money("original_payout"),
+    "Amount": _money("amount"),
+    "DeltaAmount": lambda c: format_money(c.delta_amount),
+    "IntendedAmount": _money("original_amount"),
+    "Currency": _text("currency"),
+    "OriginalCurrency": _text("currency"),
+    "OriginalAmount": _money("original_amount"),
+    "EventDate": _date("event_date"),
+    "CreationDate": _date("creation_date"),
+    "LockingDate": _date("locking_date"),
+    "ClearedDate": _date("cleared_at"),
+    "ReferringDate": _date("referring_date"),
+    "ReferringDomain": _text("referring_domain"),
+    "SubId1": _text("sub_id1"),
+    "SubId2": _text("sub_id2"),
+    "SubId3": _text("sub_id3"),
+    "SharedId": _text("shared_id"),
+    "PromoCode": _text("promo_code"),
+    "Oid": _text("oid"),
+    "EventCode": _text("event_code"),
+    "CustomerId": _text("customer_id"),
+    "CustomerStatus": _text("customer_status"),
+    "CustomerArea": _text("customer_area"),
+    "CustomerCity": _text("customer_city"),
+    "CustomerRegion": _text("customer_region"),
+    "CustomerCountry": _text("customer_country"),
+    "Items": lambda c: items_value(c.action.get("items") or []),
+    "EventId": lambda c: c.event_id,
+    "Trigger": lambda c: c.trigger,
+    "Sequence": _text("sequence"),
+}
+
+
+def action_values(context: ActionContext,
+                  names: Iterable[str] | None = None) -> dict[str, Value]:
+    """The values of ``names`` (default: every action token) for one notification."""
+    return {name: GETTERS[name](context) for name in (GETTERS if names is None else names)}

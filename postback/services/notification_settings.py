@@ -55,6 +55,11 @@ class Compiled:
     url: Template
     body: Template | None
 
+    @property
+    def tokens(self) -> frozenset[str]:
+        """Every token the setting uses: the only values a notification must compute."""
+        return self.url.tokens | (self.body.tokens if self.body else frozenset())
+
 
 @lru_cache(maxsize=4096)
 def compile_setting(slug: str, url: str, method: str, body_format: str, body: str) -> Compiled:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from postback.core.lifecycle import LIFECYCLE_TRIGGERS, Trigger
-from postback.core.payload import action_values
+from postback.core.payload import ActionContext, action_values
 from postback.core.render import CONTENT_TYPES, BodyFormat
 from postback.db.schema import delivery, event_type, notification_setting, partner, program
 from postback.db.wakeup import notify_due
@@ -71,18 +71,17 @@ def enqueue_action_events(conn: Connection, events: list[ActionEvent], now: date
                                    setting["body_format"], setting["body"])
         event_id = uuid7()
         etype = types[act["event_type_id"]]
-        values = action_values(
+        values = action_values(ActionContext(
             act,
             program_name=programs[act["program_id"]].name,
             event_type_name=etype.name,
             action_type=etype.action_type,
             partner_name=partners[act["partner_id"]].name,
             trigger=event.trigger.value,
-            sequence=act["sequence"],
             delta_amount=event.delta_amount,
             delta_payout=event.delta_payout,
             event_id=event_id,
-        )
+        ), compiled.tokens)
         is_post = setting["method"] == "POST"
         rows.append({
             "event_id": event_id,
