@@ -184,3 +184,8 @@ class NotificationSettingIn(Strict):
     body: Annotated[Text, Field(max_length=65536)] = ""
     headers: Annotated[dict[str, str], AfterValidator(_headers), Field(max_length=50)] = {}
     enabled: bool = True
+    minimum_delay_seconds: Annotated[int, Field(ge=0, le=86400)] = 0
+    max_requests_per_second: Annotated[float | None, Field(gt=0, le=100_000)] = None
+    success_response: Annotated[Text | None, Field(min_length=1, max_length=1000)] = None
+    error_response: Annotated[Text | None, Field(min_length=1, max_length=1000)] = None
+    extra_triggers: Annotated[list[Literal["LOCKED", "PAID"]], Field(max_length=2)] = []

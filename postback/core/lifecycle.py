@@ -29,10 +29,6 @@ class Trigger(StrEnum):
     CLEARED = "CLEARED"
 
 
-#: Triggers that fire an Action Life Cycle postback (impact.com: never locking or payout).
-LIFECYCLE_TRIGGERS = frozenset({Trigger.TRACKED, Trigger.MODIFIED, Trigger.REVERSED})
-
-
 class LockingRule(StrEnum):
     DAYS_AFTER_EVENT = "days_after_event"
     DAYS_AFTER_MONTH_END = "days_after_month_end"

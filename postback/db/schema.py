@@ -22,6 +22,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 
 from postback.core.values import utc
@@ -186,15 +187,41 @@ notification_setting = Table(
     Column("id", Integer, primary_key=True),
     Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False),
     Column("type", String(40), nullable=False),
+    # global: the partner's one setting per type; event_level: (program, event type),
+    # TRACKED only; brand: created by a brand for this partner (read-only to the partner)
+    Column("scope", String(12), nullable=False, server_default="global"),
+    Column("program_id", Integer, ForeignKey("program.id")),
+    Column("event_type_id", Integer, ForeignKey("event_type.id")),
+    Column("brand_id", Integer, ForeignKey("brand.id")),
     Column("url", Text, nullable=False),
     Column("method", String(4), nullable=False),
     Column("body_format", String(4), nullable=False),
     Column("body", Text, nullable=False),
     Column("headers", JSON, nullable=False),
     Column("enabled", Boolean, nullable=False),
+    Column("minimum_delay_seconds", Integer, nullable=False, server_default="0"),
+    Column("max_requests_per_second", Float),
+    Column("success_response", Text),
+    Column("error_response", Text),
+    Column("extra_triggers", JSON, nullable=False, server_default="[]"),
+    Column("failing_since", UTCDateTime),
+    Column("consecutive_failures", Integer, nullable=False, server_default="0"),
+    Column("disabled_at", UTCDateTime),
+    Column("disabled_reason", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
-    UniqueConstraint("partner_id", "type"),
+    Index("uq_notification_setting_global", "partner_id", "type", unique=True,
+          sqlite_where=text("scope = 'global'"), postgresql_where=text("scope = 'global'")),
+    Index("ix_notification_setting_partner", "partner_id"),
+)
+
+# A per-endpoint token bucket shared by every worker: Maximum Requests per second.
+rate_bucket = Table(
+    "rate_bucket", metadata,
+    Column("setting_id", Integer, ForeignKey("notification_setting.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("tokens", Float, nullable=False),
+    Column("updated", Float, nullable=False),  # unix seconds
 )
 
 delivery = Table(

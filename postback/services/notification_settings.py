@@ -18,6 +18,7 @@ from postback.core.render import (
     TemplateError,
     compile_template,
 )
+from postback.core.routing import CLEARING, EXTRA_TRIGGERS, LIFECYCLE
 from postback.core.tokens import ACTION_TOKENS, Token
 from postback.core.values import format_date
 from postback.db.schema import delivery, notification_setting
@@ -35,11 +36,12 @@ class NotificationType:
     fires_on: tuple[str, ...]
 
 
+_ACTION_VOCABULARY = {t.name: t for t in ACTION_TOKENS}
 TYPES: dict[str, NotificationType] = {
-    "action-lifecycle": NotificationType(
-        "action-lifecycle", "Action Life Cycle Events",
-        {t.name: t for t in ACTION_TOKENS}, ("TRACKED", "MODIFIED", "REVERSED"),
-    ),
+    LIFECYCLE: NotificationType(LIFECYCLE, "Action Life Cycle Events", _ACTION_VOCABULARY,
+                                ("TRACKED", "MODIFIED", "REVERSED")),
+    CLEARING: NotificationType(CLEARING, "Action Clearing Events", _ACTION_VOCABULARY,
+                               ("CLEARED",)),
 }
 
 
@@ -94,6 +96,11 @@ def _check(slug: str, body: NotificationSettingIn) -> Compiled:
     if body.method == "GET" and body.body:
         raise Invalid("body", "a GET postback carries its values in the url; "
                       "remove body or use method POST")
+    allowed = EXTRA_TRIGGERS.get(slug, frozenset())
+    for trigger in body.extra_triggers:
+        if trigger not in allowed:
+            raise Invalid("extra_triggers", f"{trigger} is not an opt-in trigger of {slug}; "
+                          f"it accepts {sorted(allowed) or 'none'}")
     try:
         return compile_setting(slug, body.url, body.method, body.body_format.value, body.body)
     except TemplateError as exc:
@@ -106,18 +113,47 @@ def _check(slug: str, body: NotificationSettingIn) -> Compiled:
 
 
 def setting_out(row: Any) -> dict[str, Any]:
+    """A setting as its owner reads it: header values masked, disabled state explained."""
     return {
-        "id": row["id"], "type": row["type"], "url": row["url"], "method": row["method"],
+        "id": row["id"], "type": row["type"], "scope": row["scope"],
+        "program_id": row["program_id"], "event_type_id": row["event_type_id"],
+        "brand_id": row["brand_id"], "url": row["url"], "method": row["method"],
         "body_format": row["body_format"], "body": row["body"],
         "headers": {name: MASK for name in row["headers"]},
-        "enabled": row["enabled"], "created_at": format_date(row["created_at"]),
+        "enabled": row["enabled"],
+        "minimum_delay_seconds": row["minimum_delay_seconds"],
+        "max_requests_per_second": row["max_requests_per_second"],
+        "success_response": row["success_response"], "error_response": row["error_response"],
+        "extra_triggers": row["extra_triggers"],
+        "disabled_at": format_date(row["disabled_at"]) or None,
+        "disabled_reason": row["disabled_reason"],
+        "created_at": format_date(row["created_at"]),
         "updated_at": format_date(row["updated_at"]),
     }
 
 
+def setting_values(slug: str, body: NotificationSettingIn, now: datetime) -> dict[str, Any]:
+    """Validated column values for a setting; saving also lifts an automatic disable."""
+    _check(slug, body)
+    return {"url": body.url, "method": body.method, "body_format": body.body_format.value,
+            "body": body.body, "headers": body.headers, "enabled": body.enabled,
+            "minimum_delay_seconds": body.minimum_delay_seconds,
+            "max_requests_per_second": body.max_requests_per_second,
+            "success_response": body.success_response, "error_response": body.error_response,
+            "extra_triggers": sorted(set(body.extra_triggers)),
+            "failing_since": None, "consecutive_failures": 0,
+            "disabled_at": None, "disabled_reason": None, "updated_at": now}
+
+
+def _global(partner_id: int, slug: str) -> tuple[Any, ...]:
+    return (notification_setting.c.partner_id == partner_id,
+            notification_setting.c.type == slug, notification_setting.c.scope == "global")
+
+
 def list_settings(conn: Connection, partner_id: int) -> list[dict[str, Any]]:
     rows = {r["type"]: r for r in conn.execute(select(notification_setting).where(
-        notification_setting.c.partner_id == partner_id)).mappings()}
+        notification_setting.c.partner_id == partner_id,
+        notification_setting.c.scope == "global")).mappings()}
     return [
         {"type": t.slug, "title": t.title, "fires_on": list(t.fires_on),
          "tokens": sorted(t.vocabulary),
@@ -129,12 +165,9 @@ def list_settings(conn: Connection, partner_id: int) -> list[dict[str, Any]]:
 def put_setting(conn: Connection, partner_id: int, slug: str,
                 body: NotificationSettingIn) -> dict[str, Any]:
     notification_type(slug)
-    _check(slug, body)
     now = datetime.now(UTC)
-    values = {"url": body.url, "method": body.method, "body_format": body.body_format.value,
-              "body": body.body, "headers": body.headers, "enabled": body.enabled,
-              "updated_at": now}
-    where = (notification_setting.c.partner_id == partner_id, notification_setting.c.type == slug)
+    values = setting_values(slug, body, now)
+    where = _global(partner_id, slug)
     if conn.execute(update(notification_setting).where(*where).values(**values)).rowcount == 0:
         conn.execute(insert(notification_setting).values(
             partner_id=partner_id, type=slug, created_at=now, **values))
@@ -145,7 +178,7 @@ def delete_setting(conn: Connection, partner_id: int, slug: str) -> None:
     """Delete a setting. Its pending deliveries are cancelled (failed, ``setting_deleted``):
     the partner took that endpoint away. Past deliveries stay readable and resendable."""
     notification_type(slug)
-    where = (notification_setting.c.partner_id == partner_id, notification_setting.c.type == slug)
+    where = _global(partner_id, slug)
     setting_id = conn.execute(select(notification_setting.c.id).where(*where)).scalar()
     if setting_id is None:
         raise NotFound("event notification setting")
