@@ -136,3 +136,26 @@ def test_templates_over_64_kib_are_refused() -> None:
 def test_literal_braces_that_are_not_tokens_stay() -> None:
     body = compile_template('{"a": {"b": "{Oid}"}}', "body", VOCAB, BodyFormat.JSON)
     assert json.loads(body.render({"Oid": "O-1"})) == {"a": {"b": "O-1"}}
+
+
+def test_value_maps_and_date_formats() -> None:
+    body = compile_template(
+        '{"s": {Status:PENDING=0,APPROVED=1,REVERSED=2}, "d": "{EventDate:%Y-%m-%d}", '
+        '"t": "{Trigger:TRACKED=new}"}', "body", VOCAB, BodyFormat.JSON)
+    rendered = body.render({"Status": "APPROVED", "EventDate": "2026-11-02T18:04:05+00:00",
+                            "Trigger": "MODIFIED"})
+    assert json.loads(rendered) == {"s": 1, "d": "2026-11-02", "t": "MODIFIED"}
+    url = compile_template("https://x.example/?d={LockingDate:%d/%m/%Y %H:%M}", "url", VOCAB)
+    assert url.render({"LockingDate": "2026-12-02T18:04:05+00:00"}) == (
+        "https://x.example/?d=02%2F12%2F2026%2018%3A04")
+    assert url.render({}) == "https://x.example/?d="
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{EventDate:YYYY}", "a date format needs strftime codes"),
+    ("{Status:PENDING}", "a value map is KEY=VALUE pairs"),
+    ("{Items:x=1}", "{Items} takes no format"),
+])
+def test_bad_specs_are_refused(template: str, message: str) -> None:
+    with pytest.raises(TemplateError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        compile_template(f"https://x.example/?a={template}", "url", VOCAB)

@@ -25,6 +25,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from urllib.parse import quote, quote_plus
 
@@ -276,27 +277,66 @@ def compile_template(
             problems.append(Problem(where, f"unknown token {{{name}}}{hint}",
                                     name, match.start(), hints))
             continue
+        transform, kind = None, token.kind
         if spec is not None:
-            problems.append(Problem(where, f"{{{name}:{spec}}}: value maps and date formats "
-                                    f"are not supported yet; use {{{name}}}",
-                                    name, match.start()))
-            continue
+            try:
+                transform, kind = _spec(token, spec)
+            except ValueError as exc:
+                problems.append(Problem(where, f"{{{name}:{spec}}}: {exc}", name,
+                                        match.start()))
+                continue
         if context is Context.URL and not _after_authority(text, match.start()):
             problems.append(Problem(where, f"{{{name}}} stands in the scheme or host of the URL; "
                                     "tokens may only appear in the path or query",
                                     name, match.start()))
             continue
         names.add(name)
-        if context is Context.JSON_BARE:
-            escape = _json_bare_for(token.kind)
-        else:
-            escape = _STATIC_ESCAPES[context]
-        parts.append(Slot(name, escape))
+        escape = (_json_bare_for(kind) if context is Context.JSON_BARE
+                  else _STATIC_ESCAPES[context])
+        parts.append(Slot(name, escape if transform is None else _then(transform, escape)))
     if problems:
         raise TemplateError(problems)
     if text[pos:]:
         parts.append(text[pos:])
     return Template(tuple(parts), frozenset(names))
+
+
+def _then(first: Callable[[Value], Value],
+          escape: Callable[[Value], str]) -> Callable[[Value], str]:
+    return lambda value: escape(first(value))
+
+
+def _spec(token: Token, spec: str) -> tuple[Callable[[Value], Value], Kind]:
+    """``{EventDate:%Y-%m-%d}`` (a date format) or ``{Status:PENDING=0,APPROVED=1}`` (a
+    value map: listed values are replaced, others pass unchanged)."""
+    if token.kind is Kind.DATE:
+        if "%" not in spec:
+            raise ValueError("a date format needs strftime codes, e.g. {EventDate:%Y-%m-%d}")
+        try:
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC).strftime(spec)
+        except ValueError as exc:
+            raise ValueError(f"bad date format ({exc})") from None
+
+        def fmt(value: Value) -> Value:
+            return datetime.fromisoformat(value).strftime(spec) if isinstance(
+                value, str) and value else ""
+
+        return fmt, Kind.TEXT
+    if token.kind is Kind.ITEMS:
+        raise ValueError("{Items} takes no format")
+    mapping: dict[str, str] = {}
+    for pair in spec.split(","):
+        key, sep, val = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError("a value map is KEY=VALUE pairs separated by commas, e.g. "
+                             "{Status:PENDING=0,APPROVED=1,REVERSED=2}")
+        mapping[key.strip()] = val.strip()
+    numeric = all(_JSON_NUMBER.fullmatch(v) for v in mapping.values())
+
+    def mapped(value: Value) -> Value:
+        return mapping.get(value, value) if isinstance(value, str) else value
+
+    return mapped, Kind.INT if numeric else token.kind
 
 
 def _after_authority(url: str, index: int) -> bool:

@@ -34,16 +34,27 @@ class ErrorClass(StrEnum):
     REDIRECT = "redirect"
     HTTP_4XX = "http_4xx"
     HTTP_5XX = "http_5xx"
+    UNEXPECTED_RESPONSE = "unexpected_response"
     EXHAUSTED = "retries_exhausted"
 
 
-def classify(status: int | None, error: ErrorClass | None) -> tuple[Outcome, ErrorClass | None]:
-    """The outcome of one attempt, from its HTTP status or its transport error."""
+def classify(status: int | None, error: ErrorClass | None, body: str | None = None,
+             success_response: str | None = None,
+             error_response: str | None = None) -> tuple[Outcome, ErrorClass | None]:
+    """The outcome of one attempt, from its HTTP status or its transport error.
+
+    With a setting's Success Response, a 2xx whose body lacks that text is a failure to
+    retry; with its Error Response, a 2xx whose body contains that text is one too.
+    """
     if status is None:
         if error in (ErrorClass.INVALID_URL, ErrorClass.DNS):
             return Outcome.PERMANENT, error
         return Outcome.RETRY, error or ErrorClass.CONNECTION
     if 200 <= status < 300:
+        text = body or ""
+        if (success_response and success_response not in text) or (
+                error_response and error_response in text):
+            return Outcome.RETRY, ErrorClass.UNEXPECTED_RESPONSE
         return Outcome.SUCCESS, None
     if 300 <= status < 400:
         return Outcome.PERMANENT, ErrorClass.REDIRECT

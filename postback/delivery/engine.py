@@ -28,7 +28,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine as DbEngine
 
 from postback.config import Settings
-from postback.core.retry import Outcome, classify, parse_retry_after
+from postback.core.diagnosis import diagnose
+from postback.core.retry import ErrorClass, Outcome, classify, parse_retry_after
 from postback.db.wakeup import libpq_url, listen
 from postback.delivery import queue
 from postback.delivery.http import Response, Sender
@@ -178,8 +179,12 @@ class Engine:
 
     def _result(self, job: queue.Job, started: datetime, headers: dict[str, str],
                 response: Response) -> queue.Result:
-        outcome, error = classify(response.status, response.error)
+        outcome, error = classify(response.status, response.error, response.body,
+                                  job.success_response, job.error_response)
         message = response.message
+        if error is ErrorClass.UNEXPECTED_RESPONSE:
+            message = diagnose(outcome, error, response.status, job.success_response,
+                               job.error_response)
         next_at = None
         if outcome is Outcome.RETRY:
             retry_after = parse_retry_after((response.headers or {}).get("Retry-After"),

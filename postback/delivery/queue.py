@@ -30,9 +30,11 @@ class Job:
     url: str
     headers: dict[str, str]
     secret_headers: frozenset[str]
+    success_response: str | None
     body: bytes | None
     attempt: int
     failures: int
+    error_response: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,17 +74,22 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
     with engine.begin() as conn:
         rows = conn.execute(stmt).all()
         setting_ids = {r.setting_id for r in rows if r.setting_id is not None}
-        custom: dict[int, dict[str, str]] = {}
+        settings: dict[int, Any] = {}
         if setting_ids:
-            custom = {s.id: s.headers for s in conn.execute(
-                select(notification_setting.c.id, notification_setting.c.headers)
+            settings = {s.id: s for s in conn.execute(
+                select(notification_setting.c.id, notification_setting.c.headers,
+                       notification_setting.c.success_response,
+                       notification_setting.c.error_response)
                 .where(notification_setting.c.id.in_(setting_ids)))}
     jobs = []
     for r in rows:
-        extra = custom.get(r.setting_id, {}) if r.setting_id is not None else {}
+        setting = settings.get(r.setting_id) if r.setting_id is not None else None
+        extra = setting.headers if setting is not None else {}
         jobs.append(Job(
             id=r.id, event_id=r.event_id, setting_id=r.setting_id, method=r.method, url=r.url,
             headers={**r.headers, **extra}, secret_headers=frozenset(extra),
+            success_response=setting.success_response if setting is not None else None,
+            error_response=setting.error_response if setting is not None else None,
             body=r.body.encode("utf-8") if r.body is not None else None,
             attempt=r.attempt_count + 1, failures=r.failures,
         ))
