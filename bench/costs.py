@@ -77,7 +77,7 @@ def measure(url: str) -> dict[str, float]:
             ledger.report_actions(conn, brand, actions, datetime.now(UTC), batch=True)
         report += time.perf_counter() - t
         t = time.perf_counter()
-        jobs = queue.claim(db, "bench", BATCH, datetime.now(UTC), 60)
+        jobs = queue.claim(db, "bench", BATCH, datetime.now(UTC), 60).jobs
         claim += time.perf_counter() - t
         now = datetime.now(UTC)
         results = [queue.Result(

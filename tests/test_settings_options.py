@@ -100,3 +100,28 @@ def test_optional_settings_read_back(world: World) -> None:
     err = world.partner("PUT", "/v1/event-notifications/action-lifecycle", 422,
                         json={**body, "minimum_delay_seconds": -1})
     assert err["message"].startswith("minimum_delay_seconds:")
+
+
+def test_maximum_requests_per_second_holds_across_worker_processes(make_service: Any) -> None:
+    """Two `postback worker` processes share one endpoint limited to 10 requests/s."""
+    from tests.conftest import build_world
+    from tests.test_crash import start_worker
+
+    service = make_service(start_engine=False)
+    world = build_world(service)
+    receiver = Receiver()
+    workers = []
+    try:
+        world.subscribe(f"{receiver.url}/pb", max_requests_per_second=10)
+        world.brand("POST", "/v1/actions/batch", 201,
+                    json={"actions": [world.action() for _ in range(40)]})
+        workers = [start_worker(service.settings.database_url, poll="0.05") for _ in range(2)]
+        arrivals = sorted(r.at for r in receiver.wait_for(40, timeout=30))
+        busiest = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
+        assert busiest <= 12, busiest  # 10/s plus a tenth of a second's bank and one more
+        assert arrivals[-1] - arrivals[0] >= 2.5  # and it really was spread out
+    finally:
+        for worker in workers:
+            worker.terminate()
+            worker.wait(timeout=20)
+        receiver.close()

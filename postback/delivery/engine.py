@@ -110,20 +110,26 @@ class Engine:
             if free >= min(s.claim_batch, s.max_in_flight) // 4 or self._held == 0:
                 limit = min(free, s.claim_batch)
                 try:
-                    jobs = await asyncio.to_thread(
+                    claimed = await asyncio.to_thread(
                         queue.claim, self.db, self.name, limit, datetime.now(UTC),
                         s.lease_seconds, self._saturated())
                 except Exception:
                     log.exception("claim failed; retrying in 1 s")
                     await asyncio.sleep(1)
                     continue
-                got = len(jobs)
-                await self._dispatch(jobs)
+                got = len(claimed.jobs)
+                if claimed.wake_in is not None:  # rate-limited work comes due soon
+                    self._loop_call_later(max(0.05, claimed.wake_in))
+                await self._dispatch(claimed.jobs)
                 if got == limit:
                     continue  # more may be due right now
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), s.poll_interval)
+
+    def _loop_call_later(self, delay: float) -> None:
+        assert self._loop is not None and self._wakeup is not None
+        self._loop.call_later(delay, self._wakeup.set)
 
     def _saturated(self) -> list[int]:
         cap = 2 * self.settings.endpoint_concurrency

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
 
-from postback.db.schema import delivery, delivery_attempt, notification_setting
+from postback.db.schema import delivery, delivery_attempt, notification_setting, rate_bucket
 
 
 @dataclass(frozen=True)
@@ -54,9 +54,44 @@ class Result:
     next_attempt_at: datetime | None  # for a retry
 
 
+@dataclass(frozen=True)
+class Claim:
+    jobs: list[Job]
+    #: seconds until deliveries held back by a Maximum Requests per second come due
+    wake_in: float | None = None
+
+
+def bucket_capacity(rate: float) -> float:
+    """Tokens a rate-limited endpoint may bank: a tenth of a second's worth (at least one),
+    so no one-second window sees more than about 1.1 x the rate."""
+    return max(1.0, rate / 10)
+
+
+def _take_tokens(conn: Connection, setting_id: int, rate: float, wanted: int,
+                 now: float) -> int:
+    """Take up to ``wanted`` tokens from the endpoint's shared bucket (row-locked)."""
+    row = conn.execute(select(rate_bucket).where(rate_bucket.c.setting_id == setting_id)
+                       .with_for_update()).first()
+    capacity = bucket_capacity(rate)
+    tokens = capacity if row is None else min(capacity,
+                                              row.tokens + max(0.0, now - row.updated) * rate)
+    take = min(wanted, int(tokens))
+    values = {"tokens": tokens - take, "updated": now}
+    if row is None:
+        conn.execute(insert(rate_bucket).values(setting_id=setting_id, **values))
+    else:
+        conn.execute(update(rate_bucket).where(rate_bucket.c.setting_id == setting_id)
+                     .values(**values))
+    return take
+
+
 def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds: float,
-          exclude: Iterable[int] = ()) -> list[Job]:
-    """Lease up to ``limit`` due deliveries to ``worker``, oldest due first."""
+          exclude: Iterable[int] = ()) -> Claim:
+    """Lease up to ``limit`` due deliveries to ``worker``, oldest due first.
+
+    Endpoints with a Maximum Requests per second get only what their shared bucket allows;
+    the rest is handed back at once, spaced at the endpoint's rate, with no attempt charged.
+    """
     due = (select(delivery.c.id)
            .where(delivery.c.status == "pending", delivery.c.next_attempt_at <= now)
            .order_by(delivery.c.next_attempt_at).limit(limit)
@@ -71,16 +106,33 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
             .returning(delivery.c.id, delivery.c.event_id, delivery.c.setting_id,
                        delivery.c.method, delivery.c.url, delivery.c.headers, delivery.c.body,
                        delivery.c.attempt_count, delivery.c.failures))
+    wake_in: float | None = None
     with engine.begin() as conn:
-        rows = conn.execute(stmt).all()
+        rows = sorted(conn.execute(stmt).all(), key=lambda r: r.id)
         setting_ids = {r.setting_id for r in rows if r.setting_id is not None}
         settings: dict[int, Any] = {}
         if setting_ids:
             settings = {s.id: s for s in conn.execute(
                 select(notification_setting.c.id, notification_setting.c.headers,
                        notification_setting.c.success_response,
-                       notification_setting.c.error_response)
+                       notification_setting.c.error_response,
+                       notification_setting.c.max_requests_per_second)
                 .where(notification_setting.c.id.in_(setting_ids)))}
+        held: list[dict[str, Any]] = []
+        for sid, setting in settings.items():
+            rate = setting.max_requests_per_second
+            if not rate:
+                continue
+            mine = [r for r in rows if r.setting_id == sid]
+            take = _take_tokens(conn, sid, rate, len(mine), now.timestamp())
+            for i, r in enumerate(mine[take:]):
+                held.append({"b_id": r.id, "b_next": now + timedelta(seconds=(i + 1) / rate)})
+            if len(mine) > take:
+                wake_in = min(wake_in or 1 / rate, 1 / rate)
+        if held:
+            conn.execute(_hold, held)
+            held_ids = {h["b_id"] for h in held}
+            rows = [r for r in rows if r.id not in held_ids]
     jobs = []
     for r in rows:
         setting = settings.get(r.setting_id) if r.setting_id is not None else None
@@ -93,8 +145,11 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
             body=r.body.encode("utf-8") if r.body is not None else None,
             attempt=r.attempt_count + 1, failures=r.failures,
         ))
-    jobs.sort(key=lambda j: j.id)
-    return jobs
+    return Claim(jobs, wake_in)
+
+
+_hold = (update(delivery).where(delivery.c.id == bindparam("b_id"))
+         .values(lease_owner=None, next_attempt_at=bindparam("b_next")))
 
 
 def release(engine: Engine, worker: str, ids: Sequence[int], now: datetime) -> None:
