@@ -189,3 +189,13 @@ class NotificationSettingIn(Strict):
     success_response: Annotated[Text | None, Field(min_length=1, max_length=1000)] = None
     error_response: Annotated[Text | None, Field(min_length=1, max_length=1000)] = None
     extra_triggers: Annotated[list[Literal["LOCKED", "PAID"]], Field(max_length=2)] = []
+
+
+class SettingTestIn(Strict):
+    """Overrides for a test send; anything left out comes from the saved setting."""
+
+    url: Annotated[Text | None, Field(min_length=1, max_length=65536)] = None
+    method: Literal["GET", "POST"] | None = None
+    body_format: BodyFormat | None = None
+    body: Annotated[Text | None, Field(max_length=65536)] = None
+    sample_id: int | None = None

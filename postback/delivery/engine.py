@@ -32,7 +32,7 @@ from postback.core.diagnosis import diagnose
 from postback.core.retry import ErrorClass, Outcome, classify, parse_retry_after
 from postback.db.wakeup import libpq_url, listen
 from postback.delivery import queue
-from postback.delivery.http import Response, Sender
+from postback.delivery.http import Response, Sender, outgoing_headers
 from postback.services.notification_settings import MASK
 
 log = logging.getLogger("postback.engine")
@@ -162,8 +162,7 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, ep: _Endpoint, job: queue.Job) -> None:
-        headers = {"User-Agent": self.settings.user_agent, "webhook-id": job.event_id,
-                   **job.headers}
+        headers = outgoing_headers(self.settings.user_agent, job.event_id, job.headers)
         started = datetime.now(UTC)
         try:
             response = await self._sender.send(job.method, job.url, headers, job.body)

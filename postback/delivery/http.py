@@ -25,6 +25,12 @@ class Response:
     message: str | None
 
 
+def outgoing_headers(user_agent: str, event_id: str, headers: dict[str, str]) -> dict[str, str]:
+    """What every postback carries: our User-Agent, ``webhook-id`` (= ``{EventId}``, the same
+    on every retry), then the delivery's own headers."""
+    return {"User-Agent": user_agent, "webhook-id": event_id, **headers}
+
+
 def _nxdomain(exc: BaseException) -> bool:
     err = getattr(exc, "os_error", None)
     return isinstance(err, socket.gaierror) and err.errno in (

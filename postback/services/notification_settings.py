@@ -84,7 +84,8 @@ def compile_setting(slug: str, url: str, method: str, body_format: str, body: st
     return Compiled(url_template, body_template)
 
 
-def _check(slug: str, body: NotificationSettingIn) -> Compiled:
+def check_setting(slug: str, body: NotificationSettingIn) -> Compiled:
+    """Validate a setting and compile it; raises :class:`Invalid` naming the field."""
     scheme, _, rest = body.url.partition("://")
     if scheme.lower() not in ("http", "https") or not rest:
         raise Invalid("url", "must start with http:// or https://")
@@ -134,7 +135,7 @@ def setting_out(row: Any) -> dict[str, Any]:
 
 def setting_values(slug: str, body: NotificationSettingIn, now: datetime) -> dict[str, Any]:
     """Validated column values for a setting; saving also lifts an automatic disable."""
-    _check(slug, body)
+    check_setting(slug, body)
     return {"url": body.url, "method": body.method, "body_format": body.body_format.value,
             "body": body.body, "headers": body.headers, "enabled": body.enabled,
             "minimum_delay_seconds": body.minimum_delay_seconds,

@@ -1,0 +1,116 @@
+"""The test tool: render a setting (or overrides of it) with sample values or with one of
+the caller's own objects, send it through the production sender, and explain the result."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from postback.core.diagnosis import diagnose
+from postback.core.payload import ActionContext, action_values
+from postback.core.render import CONTENT_TYPES, BodyFormat, Value
+from postback.core.retry import classify
+from postback.core.tokens import Kind
+from postback.db.schema import action, event_type, notification_setting, partner, program
+from postback.delivery.http import Sender, outgoing_headers
+from postback.models import NotificationSettingIn, SettingTestIn
+from postback.services.errors import Invalid, NotFound
+from postback.services.ids import uuid7
+from postback.services.notification_settings import (
+    MASK,
+    Compiled,
+    check_setting,
+    notification_type,
+)
+
+
+def sample_values(slug: str, event_id: str) -> dict[str, Value]:
+    """A realistic value for every token of the type: the registry's examples."""
+    values: dict[str, Value] = {}
+    for token in notification_type(slug).vocabulary.values():
+        values[token.name] = (json.loads(token.example) if token.kind is Kind.ITEMS
+                              else token.example)
+    values["EventId"] = event_id
+    return values
+
+
+def _action_values(conn: Connection, partner_id: int, action_id: int,
+                   event_id: str) -> dict[str, Value]:
+    act = conn.execute(select(action).where(action.c.id == action_id,
+                                            action.c.partner_id == partner_id)).first()
+    if act is None:
+        raise NotFound("action", "sample_id")
+    etype = conn.execute(select(event_type.c.name, event_type.c.action_type)
+                         .where(event_type.c.id == act.event_type_id)).one()
+    return action_values(ActionContext(
+        dict(act._mapping),
+        program_name=conn.execute(select(program.c.name)
+                                  .where(program.c.id == act.program_id)).scalar_one(),
+        event_type_name=etype.name, action_type=etype.action_type,
+        partner_name=conn.execute(select(partner.c.name)
+                                  .where(partner.c.id == act.partner_id)).scalar_one(),
+        trigger="TRACKED", delta_amount=act.amount, delta_payout=act.payout,
+        event_id=event_id))
+
+
+def prepare(conn: Connection, partner_id: int, slug: str,
+            overrides: SettingTestIn) -> tuple[dict[str, Any], Compiled, dict[str, Value], str]:
+    """The setting to test (saved, with overrides), compiled, and the values to render."""
+    notification_type(slug)
+    saved = conn.execute(select(notification_setting).where(
+        notification_setting.c.partner_id == partner_id, notification_setting.c.type == slug,
+        notification_setting.c.scope == "global")).mappings().first()
+    if saved is None and overrides.url is None:
+        raise Invalid("url", f"no {slug} setting is saved yet; pass url (and method, body) "
+                      "to test one before saving it")
+    base: dict[str, Any] = dict(saved) if saved is not None else {
+        "url": overrides.url, "method": "GET", "body_format": "json", "body": "",
+        "headers": {}, "success_response": None, "error_response": None}
+    for field in ("url", "method", "body_format", "body"):
+        value = getattr(overrides, field)
+        if value is not None:
+            base[field] = value.value if isinstance(value, BodyFormat) else value
+    if base["method"] == "GET" and overrides.body is None:
+        base["body"] = ""
+    compiled = check_setting(slug, NotificationSettingIn(
+        url=base["url"], method=base["method"], body_format=base["body_format"],
+        body=base["body"], headers=base["headers"]))
+    event_id = uuid7()
+    if overrides.sample_id is None:
+        values = sample_values(slug, event_id)
+    else:
+        values = _action_values(conn, partner_id, overrides.sample_id, event_id)
+    return base, compiled, values, event_id
+
+
+async def send_test(sender: Sender, setting: dict[str, Any], compiled: Compiled,
+                    values: dict[str, Value], event_id: str) -> dict[str, Any]:
+    is_post = setting["method"] == "POST"
+    url = compiled.url.render(values)
+    body = compiled.body.render(values) if is_post and compiled.body else None
+    base = {"Content-Type": CONTENT_TYPES[BodyFormat(setting["body_format"])]} if is_post else {}
+    headers = outgoing_headers(sender.user_agent, event_id, {**base, **setting["headers"]})
+    started = datetime.now(UTC)
+    response = await sender.send(setting["method"], url, headers,
+                                 body.encode("utf-8") if body is not None else None)
+    outcome, error = classify(response.status, response.error, response.body,
+                              setting["success_response"], setting["error_response"])
+    location = (response.headers or {}).get("Location")
+    return {
+        "request": {"method": setting["method"], "url": url,
+                    "headers": {k: MASK if k in setting["headers"] else v
+                                for k, v in headers.items()},
+                    "body": body},
+        "response": None if response.status is None else {
+            "status": response.status, "headers": response.headers, "body": response.body},
+        "sent_at": started.isoformat(),
+        "latency_ms": round(response.latency_ms, 3),
+        "outcome": outcome.value,
+        "error_class": error.value if error else None,
+        "error": response.message,
+        "diagnosis": diagnose(outcome, error, response.status, setting["success_response"],
+                              setting["error_response"], location),
+    }
