@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from postback.config import Settings
 
@@ -34,10 +35,34 @@ def _parser() -> argparse.ArgumentParser:
     run = lc_sub.add_parser("run", help="lock and clear every action due by --as-of")
     run.add_argument("--as-of", type=_timestamp, default=None,
                      help="ISO-8601 timestamp (default: now)")
+    dl = sub.add_parser("deliveries", help="delivery maintenance")
+    dl_sub = dl.add_subparsers(dest="deliveries_command", required=True)
+    rec = dl_sub.add_parser("recover", help="queue again every failed delivery in a window")
+    rec.add_argument("--since", type=_timestamp, required=True, help="ISO-8601 timestamp")
+    rec.add_argument("--until", type=_timestamp, default=None, help="ISO-8601 timestamp")
+    rec.add_argument("--type", default=None, choices=["action-lifecycle", "action-clearing",
+                                                      "action-inquiry", "product-data-change"])
+    rec.add_argument("--partner", type=int, default=None, help="only this partner's")
     listen = sub.add_parser("listen", help="a tiny receiver that prints postbacks")
     listen.add_argument("--host", default="127.0.0.1")
     listen.add_argument("--port", type=int, default=9000)
     return p
+
+
+def _recover(db: Any, args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from postback.services.deliveries import recover_failed
+
+    with tqdm(total=0, unit="delivery", desc="requeued", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        count = recover_failed(db, datetime.now(UTC), since=args.since, until=args.until,
+                               type=args.type, partner_id=args.partner, progress=progress)
+    print(json.dumps({"requeued": count}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         db = runner.open_database(settings, run_migrations=False)
         as_of = args.as_of or datetime.now(UTC)
         print(json.dumps({"as_of": as_of.isoformat(), **run_due(db, as_of)}))
+    elif args.command == "deliveries":
+        _recover(runner.open_database(settings, run_migrations=False), args)
     return 0
 
 

@@ -22,6 +22,8 @@ class Settings:
     endpoint_concurrency: int = 32
     poll_interval: float = 0.5
     lifecycle_interval: float = 60.0
+    disable_after_hours: float = 72.0
+    disable_after_failures: int = 10
     user_agent: str = "postback/0.1 (+https://github.com/postback)"
 
     @classmethod
@@ -60,4 +62,7 @@ class Settings:
                                          cls.endpoint_concurrency)),
             poll_interval=num("POSTBACK_POLL_INTERVAL", cls.poll_interval),
             lifecycle_interval=num("POSTBACK_LIFECYCLE_INTERVAL", cls.lifecycle_interval),
+            disable_after_hours=num("POSTBACK_DISABLE_AFTER_HOURS", cls.disable_after_hours),
+            disable_after_failures=int(num("POSTBACK_DISABLE_AFTER_FAILURES",
+                                           cls.disable_after_failures)),
         )

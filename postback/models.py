@@ -191,6 +191,13 @@ class NotificationSettingIn(Strict):
     extra_triggers: Annotated[list[Literal["LOCKED", "PAID"]], Field(max_length=2)] = []
 
 
+class RecoverIn(Strict):
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+    type: Literal["action-lifecycle", "action-clearing", "action-inquiry",
+                  "product-data-change"] | None = None
+
+
 class SettingTestIn(Strict):
     """Overrides for a test send; anything left out comes from the saved setting."""
 

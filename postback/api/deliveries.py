@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from postback.api.deps import Partner, read, wake, write
+from postback.models import RecoverIn
 from postback.services import deliveries
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
@@ -30,6 +31,16 @@ def list_deliveries(
         return deliveries.list_deliveries(conn, _id(who), status=status, trigger=trigger,
                                           action_id=action_id, since=since, until=until,
                                           cursor=cursor, limit=limit)
+
+
+@router.post("/recover")
+def recover(body: RecoverIn, request: Request, who: Partner) -> dict[str, int]:
+    """Queue again every failed delivery created in the window (optionally of one type)."""
+    count = deliveries.recover_failed(request.app.state.db, datetime.now(UTC),
+                                      since=body.since, until=body.until, type=body.type,
+                                      partner_id=_id(who))
+    wake(request)
+    return {"requeued": count}
 
 
 @router.get("/{delivery_id}")

@@ -67,13 +67,16 @@ class Engine:
         self._flush_now: asyncio.Event | None = None
         self._stopping = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._disable = queue.DisablePolicy(settings.disable_after_hours,
+                                            settings.disable_after_failures)
 
     # -- control ----------------------------------------------------------------------
 
     def wake(self) -> None:
         """Tell the engine new deliveries are due (safe from any thread)."""
         if self._loop is not None and self._wakeup is not None:
-            self._loop.call_soon_threadsafe(self._wakeup.set)
+            with contextlib.suppress(RuntimeError):  # the engine has already stopped
+                self._loop.call_soon_threadsafe(self._wakeup.set)
 
     def stop(self) -> None:
         self._stopping = True
@@ -227,7 +230,7 @@ class Engine:
             batch, self._results = self._results, []
             try:
                 await asyncio.to_thread(queue.record, self.db, self.name, batch,
-                                        datetime.now(UTC))
+                                        datetime.now(UTC), self._disable)
                 return
             except Exception:
                 log.exception("recording %d attempts failed; retrying in 1 s", len(batch))

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
 
 from postback.db.schema import delivery, delivery_attempt, notification_setting, rate_bucket
 
@@ -172,8 +172,58 @@ _finish = (
 )
 
 
-def record(engine: Engine, worker: str, results: Sequence[Result], now: datetime) -> None:
-    """Write a batch of attempts and move each delivery on, in one transaction."""
+@dataclass(frozen=True)
+class DisablePolicy:
+    """An endpoint that fails every delivery for ``hours`` and at least ``failures`` times in
+    a row is disabled, with the reason recorded for the partner to read."""
+
+    hours: float = 72.0
+    failures: int = 10
+
+
+_healthy = (update(notification_setting).where(notification_setting.c.id == bindparam("b_id"))
+            .values(failing_since=None, consecutive_failures=0))
+_failing = (update(notification_setting).where(notification_setting.c.id == bindparam("b_id"))
+            .values(failing_since=func.coalesce(notification_setting.c.failing_since,
+                                                bindparam("b_now")),
+                    consecutive_failures=notification_setting.c.consecutive_failures
+                    + bindparam("b_n")))
+
+
+def _endpoint_health(conn: Connection, results: Sequence[Result], now: datetime,
+                     policy: DisablePolicy) -> None:
+    failed: dict[int, int] = {}
+    healthy: set[int] = set()
+    for r in results:
+        if r.job.setting_id is None:
+            continue
+        if r.outcome == "success":
+            healthy.add(r.job.setting_id)
+        else:
+            failed[r.job.setting_id] = failed.get(r.job.setting_id, 0) + 1
+    if healthy:
+        conn.execute(_healthy, [{"b_id": sid} for sid in healthy])
+    failing = [{"b_id": sid, "b_now": now, "b_n": n} for sid, n in failed.items()
+               if sid not in healthy]
+    if not failing:
+        return
+    conn.execute(_failing, failing)
+    cutoff = now - timedelta(hours=policy.hours)
+    conn.execute(update(notification_setting).where(
+        notification_setting.c.id.in_([f["b_id"] for f in failing]),
+        notification_setting.c.disabled_at.is_(None),
+        notification_setting.c.failing_since <= cutoff,
+        notification_setting.c.consecutive_failures >= policy.failures,
+    ).values(disabled_at=now, disabled_reason=(
+        f"disabled automatically: every delivery failed for {policy.hours:g} hours "
+        f"({policy.failures} or more failures in a row); fix the endpoint, then save the "
+        "setting again to re-enable it")))
+
+
+def record(engine: Engine, worker: str, results: Sequence[Result], now: datetime,
+           policy: DisablePolicy | None = None) -> None:
+    """Write a batch of attempts and move each delivery on, in one transaction; track each
+    endpoint's health and disable one that has failed for too long."""
     if not results:
         return
     attempts: list[dict[str, Any]] = []
@@ -200,3 +250,4 @@ def record(engine: Engine, worker: str, results: Sequence[Result], now: datetime
     with engine.begin() as conn:
         conn.execute(insert(delivery_attempt), attempts)
         conn.execute(_finish, finishes)
+        _endpoint_health(conn, results, now, policy or DisablePolicy())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from postback.core.lifecycle import RuleViolation
 from postback.core.values import format_date
+from postback.db.engine import reader
 from postback.db.schema import delivery, delivery_attempt
 from postback.db.wakeup import notify_due
 from postback.services.errors import NotFound
@@ -90,3 +92,34 @@ def resend_delivery(conn: Connection, partner_id: int, delivery_id: int,
         completed_at=None))
     notify_due(conn)
     return get_delivery(conn, partner_id, delivery_id)
+
+
+def recover_failed(engine: Engine, now: datetime, *, since: datetime,
+                   until: datetime | None = None, type: str | None = None,
+                   partner_id: int | None = None, chunk: int = 1000,
+                   progress: Callable[[int, int], None] | None = None) -> int:
+    """Queue again every failed delivery created in [since, until), with a fresh retry
+    budget and the same event ids. Works in chunks (one transaction each) so a large
+    recovery neither holds a long lock nor starts over if interrupted; running it again
+    only picks up what is still failed. Returns how many were requeued."""
+    query = select(delivery.c.id).where(delivery.c.status == "failed",
+                                        delivery.c.created_at >= since)
+    if until is not None:
+        query = query.where(delivery.c.created_at < until)
+    if type is not None:
+        query = query.where(delivery.c.notification_type == type)
+    if partner_id is not None:
+        query = query.where(delivery.c.partner_id == partner_id)
+    with reader(engine).connect() as conn:
+        ids = list(conn.execute(query.order_by(delivery.c.id)).scalars())
+    done = 0
+    for start in range(0, len(ids), chunk):
+        with engine.begin() as conn:
+            done += conn.execute(update(delivery).where(
+                delivery.c.id.in_(ids[start:start + chunk]), delivery.c.status == "failed")
+                .values(status="pending", failures=0, next_attempt_at=now, lease_owner=None,
+                        completed_at=None)).rowcount
+            notify_due(conn)
+        if progress is not None:
+            progress(min(start + chunk, len(ids)), len(ids))
+    return done
