@@ -206,3 +206,16 @@ class SettingTestIn(Strict):
     body_format: BodyFormat | None = None
     body: Annotated[Text | None, Field(max_length=65536)] = None
     sample_id: int | None = None
+
+
+class EventLevelSettingIn(NotificationSettingIn):
+    """An Action Life Cycle setting for one (program, event type): new actions only."""
+
+    program_id: int
+    event_type_id: int
+
+
+class BrandPostbackIn(NotificationSettingIn):
+    """A postback a brand creates for one partner, for one event type in its contract."""
+
+    event_type_id: int

@@ -12,7 +12,15 @@ from sqlalchemy import Engine, text
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from postback import __version__
-from postback.api import accounts, actions, deliveries, errors, notifications, programs
+from postback.api import (
+    accounts,
+    actions,
+    brand_postbacks,
+    deliveries,
+    errors,
+    notifications,
+    programs,
+)
 from postback.config import Settings
 from postback.db.engine import reader
 
@@ -30,7 +38,7 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
     app.state.db = db
     app.state.wake = wake or (lambda: None)
     errors.install(app)
-    for module in (accounts, programs, actions, notifications, deliveries):
+    for module in (accounts, programs, actions, notifications, brand_postbacks, deliveries):
         app.include_router(module.router)
 
     # /docs from assets shipped in a package: it works offline, with no CDN.

@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from postback.api.deps import Partner, read, write
 from postback.delivery.http import Sender
-from postback.models import NotificationSettingIn, SettingTestIn
+from postback.models import EventLevelSettingIn, NotificationSettingIn, SettingTestIn
 from postback.services import notification_settings as ns
 from postback.services import test_tool
 
@@ -34,20 +34,47 @@ def put_setting(slug: str, body: NotificationSettingIn, request: Request,
         return ns.put_setting(conn, _id(who), slug, body)
 
 
-@router.post("/{slug}/test")
-async def test_setting(slug: str, body: SettingTestIn, request: Request,
-                       who: Partner) -> dict[str, Any]:
-    """Render the saved setting (with any overrides) with sample values, or with one of
-    your actions (``sample_id``), send it as production would, and explain the result."""
+@router.post("/action-lifecycle/event-level", status_code=201)
+def add_event_level(body: EventLevelSettingIn, request: Request, who: Partner) -> dict[str, Any]:
+    """A setting for one (program, event type): it fires for new actions (TRACKED) only."""
+    with write(request) as conn:
+        return ns.add_event_level(conn, _id(who), body)
+
+
+@router.get("/action-lifecycle/event-level")
+def list_event_level(request: Request, who: Partner) -> dict[str, Any]:
+    with read(request) as conn:
+        return {"items": ns.list_scoped(conn, _id(who), "event_level"), "next_cursor": None}
+
+
+@router.delete("/action-lifecycle/event-level/{setting_id}", status_code=204)
+def delete_event_level(setting_id: int, request: Request, who: Partner) -> Response:
+    with write(request) as conn:
+        ns.delete_scoped(conn, _id(who), "event_level", setting_id)
+    return Response(status_code=204)
+
+
+async def run_test(request: Request, partner_id: int, slug: str, body: SettingTestIn,
+                   scoped: tuple[str, int] | None = None) -> dict[str, Any]:
+    """Prepare (in a thread: it reads the database) and send one test postback."""
 
     def prepare() -> Any:
         with read(request) as conn:
-            return test_tool.prepare(conn, _id(who), slug, body)
+            saved = ns.scoped_setting(conn, partner_id, *scoped) if scoped else None
+            return test_tool.prepare(conn, partner_id, slug, body, saved)
 
     setting, compiled, values, event_id = await run_in_threadpool(prepare)
     s = request.app.state.settings
     async with Sender(s.connect_timeout, s.total_timeout, 1, s.user_agent) as sender:
         return await test_tool.send_test(sender, setting, compiled, values, event_id)
+
+
+@router.post("/{slug}/test")
+async def test_setting(slug: str, body: SettingTestIn, request: Request,
+                       who: Partner) -> dict[str, Any]:
+    """Render the saved setting (with any overrides) with sample values, or with one of
+    your actions (``sample_id``), send it as production would, and explain the result."""
+    return await run_test(request, _id(who), slug, body)
 
 
 @router.delete("/{slug}", status_code=204)

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from postback.core.lifecycle import RuleViolation
 from postback.core.render import (
     BodyFormat,
     Problem,
@@ -21,8 +22,15 @@ from postback.core.render import (
 from postback.core.routing import CLEARING, EXTRA_TRIGGERS, LIFECYCLE
 from postback.core.tokens import ACTION_TOKENS, Token
 from postback.core.values import format_date
-from postback.db.schema import delivery, notification_setting
-from postback.models import NotificationSettingIn
+from postback.db.schema import (
+    contract,
+    delivery,
+    event_type,
+    notification_setting,
+    partner,
+    program,
+)
+from postback.models import BrandPostbackIn, EventLevelSettingIn, NotificationSettingIn
 from postback.services.errors import Invalid, NotFound
 
 MASK = "********"
@@ -183,8 +191,92 @@ def delete_setting(conn: Connection, partner_id: int, slug: str) -> None:
     setting_id = conn.execute(select(notification_setting.c.id).where(*where)).scalar()
     if setting_id is None:
         raise NotFound("event notification setting")
+    _delete(conn, setting_id)
+
+
+def _delete(conn: Connection, setting_id: int) -> None:
     conn.execute(update(delivery).where(delivery.c.setting_id == setting_id,
                                         delivery.c.status == "pending")
                  .values(status="failed", last_error="setting_deleted", lease_owner=None,
                          completed_at=datetime.now(UTC)))
     conn.execute(delete(notification_setting).where(notification_setting.c.id == setting_id))
+
+
+def _contracted_event_type(conn: Connection, partner_id: int, event_type_id: int,
+                           field: str, brand_id: int | None = None) -> Any:
+    """The event type, if it belongs to a program (of ``brand_id``, when given) on which the
+    partner's contract includes it; 404 for an unknown one, 422 outside the contract."""
+    query = (select(event_type.c.id, event_type.c.program_id)
+             .join(program, program.c.id == event_type.c.program_id)
+             .where(event_type.c.id == event_type_id))
+    if brand_id is not None:
+        query = query.where(program.c.brand_id == brand_id)
+    etype = conn.execute(query).first()
+    if etype is None:
+        raise NotFound("event type", field)
+    terms = conn.execute(select(contract.c.event_type_ids).where(
+        contract.c.program_id == etype.program_id, contract.c.partner_id == partner_id)).first()
+    if terms is None or event_type_id not in terms.event_type_ids:
+        raise RuleViolation("event_type_not_in_contract", f"{field}: event type "
+                            f"{event_type_id} is not in partner {partner_id}'s contract on "
+                            f"program {etype.program_id}", 422)
+    return etype
+
+
+def add_event_level(conn: Connection, partner_id: int,
+                    body: EventLevelSettingIn) -> dict[str, Any]:
+    etype = _contracted_event_type(conn, partner_id, body.event_type_id, "event_type_id")
+    if etype.program_id != body.program_id:
+        raise Invalid("program_id", f"event type {body.event_type_id} belongs to program "
+                      f"{etype.program_id}, not {body.program_id}")
+    return _insert_scoped(conn, partner_id, "event_level", body, program_id=body.program_id,
+                          event_type_id=body.event_type_id)
+
+
+def add_brand_postback(conn: Connection, brand_id: int, partner_id: int,
+                       body: BrandPostbackIn) -> dict[str, Any]:
+    if conn.execute(select(partner.c.id).where(partner.c.id == partner_id)).first() is None:
+        raise NotFound("partner")
+    etype = _contracted_event_type(conn, partner_id, body.event_type_id, "event_type_id",
+                                   brand_id)
+    return _insert_scoped(conn, partner_id, "brand", body, program_id=etype.program_id,
+                          event_type_id=body.event_type_id, brand_id=brand_id)
+
+
+def _insert_scoped(conn: Connection, partner_id: int, scope: str,
+                   body: NotificationSettingIn, **where: int) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    values = setting_values(LIFECYCLE, body, now)
+    new_id = conn.execute(insert(notification_setting).values(
+        partner_id=partner_id, type=LIFECYCLE, scope=scope, created_at=now, **where,
+        **values)).inserted_primary_key
+    assert new_id is not None
+    return setting_out(conn.execute(select(notification_setting).where(
+        notification_setting.c.id == new_id[0])).mappings().one())
+
+
+def list_scoped(conn: Connection, partner_id: int, scope: str,
+                brand_id: int | None = None) -> list[dict[str, Any]]:
+    query = select(notification_setting).where(
+        notification_setting.c.partner_id == partner_id, notification_setting.c.scope == scope)
+    if brand_id is not None:
+        query = query.where(notification_setting.c.brand_id == brand_id)
+    return [setting_out(r) for r in conn.execute(
+        query.order_by(notification_setting.c.id)).mappings()]
+
+
+def scoped_setting(conn: Connection, partner_id: int, scope: str, setting_id: int) -> Any:
+    row = conn.execute(select(notification_setting).where(
+        notification_setting.c.id == setting_id, notification_setting.c.partner_id == partner_id,
+        notification_setting.c.scope == scope)).mappings().first()
+    if row is None:
+        raise NotFound("event notification setting")
+    return row
+
+
+def delete_scoped(conn: Connection, partner_id: int, scope: str, setting_id: int,
+                  brand_id: int | None = None) -> None:
+    row = scoped_setting(conn, partner_id, scope, setting_id)
+    if brand_id is not None and row["brand_id"] != brand_id:
+        raise NotFound("event notification setting")
+    _delete(conn, setting_id)

@@ -56,13 +56,16 @@ def _action_values(conn: Connection, partner_id: int, action_id: int,
         event_id=event_id))
 
 
-def prepare(conn: Connection, partner_id: int, slug: str,
-            overrides: SettingTestIn) -> tuple[dict[str, Any], Compiled, dict[str, Value], str]:
-    """The setting to test (saved, with overrides), compiled, and the values to render."""
+def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTestIn,
+            saved: Any = None) -> tuple[dict[str, Any], Compiled, dict[str, Value], str]:
+    """The setting to test (``saved``, by default the partner's global one for ``slug``,
+    with overrides), compiled, and the values to render."""
     notification_type(slug)
-    saved = conn.execute(select(notification_setting).where(
-        notification_setting.c.partner_id == partner_id, notification_setting.c.type == slug,
-        notification_setting.c.scope == "global")).mappings().first()
+    if saved is None:
+        saved = conn.execute(select(notification_setting).where(
+            notification_setting.c.partner_id == partner_id,
+            notification_setting.c.type == slug,
+            notification_setting.c.scope == "global")).mappings().first()
     if saved is None and overrides.url is None:
         raise Invalid("url", f"no {slug} setting is saved yet; pass url (and method, body) "
                       "to test one before saving it")

@@ -1,0 +1,55 @@
+"""Postbacks a brand creates for one partner: the brand manages them, the partner reads and
+tests them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from postback.api.deps import Brand, Partner, read, write
+from postback.api.notifications import run_test
+from postback.core.routing import LIFECYCLE
+from postback.models import BrandPostbackIn, SettingTestIn
+from postback.services import notification_settings as ns
+
+router = APIRouter(prefix="/v1", tags=["brand postbacks"])
+
+
+def _id(who: Brand | Partner) -> int:
+    assert who.account_id is not None
+    return who.account_id
+
+
+@router.post("/partners/{partner_id}/postbacks", status_code=201)
+def create(partner_id: int, body: BrandPostbackIn, request: Request,
+           who: Brand) -> dict[str, Any]:
+    """Only for an event type in that partner's contract on one of your programs."""
+    with write(request) as conn:
+        return ns.add_brand_postback(conn, _id(who), partner_id, body)
+
+
+@router.get("/partners/{partner_id}/postbacks")
+def list_for_partner(partner_id: int, request: Request, who: Brand) -> dict[str, Any]:
+    with read(request) as conn:
+        return {"items": ns.list_scoped(conn, partner_id, "brand", brand_id=_id(who)),
+                "next_cursor": None}
+
+
+@router.delete("/partners/{partner_id}/postbacks/{setting_id}", status_code=204)
+def delete(partner_id: int, setting_id: int, request: Request, who: Brand) -> Response:
+    with write(request) as conn:
+        ns.delete_scoped(conn, partner_id, "brand", setting_id, brand_id=_id(who))
+    return Response(status_code=204)
+
+
+@router.get("/brand-postbacks")
+def list_mine(request: Request, who: Partner) -> dict[str, Any]:
+    with read(request) as conn:
+        return {"items": ns.list_scoped(conn, _id(who), "brand"), "next_cursor": None}
+
+
+@router.post("/brand-postbacks/{setting_id}/test")
+async def test(setting_id: int, body: SettingTestIn, request: Request,
+               who: Partner) -> dict[str, Any]:
+    return await run_test(request, _id(who), LIFECYCLE, body, ("brand", setting_id))
