@@ -219,3 +219,37 @@ class BrandPostbackIn(NotificationSettingIn):
     """A postback a brand creates for one partner, for one event type in its contract."""
 
     event_type_id: int
+
+
+class InquiryIn(Strict):
+    program_id: int
+    inquiry_type: Literal["UNTRACKED", "INCORRECT", "DECLINED"]
+    oid: Annotated[Text, Field(min_length=1, max_length=255)]
+    transaction_date: AwareDatetime
+    transaction_amount: Cents
+    expected_payout: Cents
+    customer_id: Annotated[Text | None, Field(max_length=255)] = None
+    media_partner_inquiry_id: Annotated[Text | None, Field(max_length=255)] = None
+    notes: Annotated[Text | None, Field(max_length=4000)] = None
+
+
+class ResolveIn(Strict):
+    resolution_status: Literal["VALID", "DECLINED"]
+    event_type_id: int | None = None
+    amount: Cents | None = None
+    payout: Cents | None = None
+    transaction_date: AwareDatetime | None = None
+    reject_reason: str | None = None
+
+
+class AutoApprovalIn(Strict):
+    mode: Literal["off", "immediately", "after_days", "days_after_month_end"] = "off"
+    days: Annotated[int, Field(ge=0, le=365)] = 0
+    max_expected_payout: Cents | None = None
+    monthly_cap: Cents | None = None
+    event_type_id: int | None = None
+
+
+class InquirySettingsIn(Strict):
+    resolution_deadline_days: Annotated[int | None, Field(ge=0, le=365)] = None
+    auto_approval: AutoApprovalIn = AutoApprovalIn()

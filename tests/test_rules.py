@@ -128,3 +128,15 @@ def test_every_action_token_has_a_value() -> None:
     from postback.core.tokens import ACTION_TOKEN_NAMES
 
     assert set(GETTERS) == ACTION_TOKEN_NAMES
+
+
+def test_every_inquiry_and_catalog_token_has_a_value() -> None:
+    from postback.core.payload import INQUIRY_GETTERS, CatalogContext, catalog_values
+    from postback.core.tokens import CATALOG_TOKENS, INQUIRY_TOKENS
+
+    assert set(INQUIRY_GETTERS) == {t.name for t in INQUIRY_TOKENS}
+    values = catalog_values(CatalogContext("X", {"current_price": 8900,
+                                                 "original_price": 11900}, 1, "P",
+                                           "UPDATED", ("CurrentPrice",), "e"))
+    assert set(values) == {t.name for t in CATALOG_TOKENS}
+    assert values["DiscountPercentage"] == "25.21" and values["CurrentPrice"] == "89.00"

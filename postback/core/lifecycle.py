@@ -61,6 +61,11 @@ class RuleViolation(Exception):
         self.status = status
 
 
+def month_begin(dt: datetime) -> datetime:
+    """Midnight UTC starting the month ``dt`` falls in."""
+    return utc(dt).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
 def month_end(dt: datetime) -> datetime:
     """The instant a month ends: midnight UTC starting the next month."""
     dt = utc(dt)

@@ -113,3 +113,125 @@ def action_values(context: ActionContext,
                   names: Iterable[str] | None = None) -> dict[str, Value]:
     """The values of ``names`` (default: every action token) for one notification."""
     return {name: GETTERS[name](context) for name in (GETTERS if names is None else names)}
+
+
+# -- inquiries --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InquiryContext:
+    inquiry: Mapping[str, Any]
+    program_name: str
+    partner_name: str
+    trigger: str
+    event_id: str
+
+
+def _iq_text(key: str) -> Callable[[InquiryContext], str]:
+    return lambda c: "" if c.inquiry.get(key) is None else str(c.inquiry[key])
+
+
+def _iq_money(key: str) -> Callable[[InquiryContext], str]:
+    return lambda c: format_money(c.inquiry.get(key))
+
+
+def _iq_date(key: str) -> Callable[[InquiryContext], str]:
+    def get(c: InquiryContext) -> str:
+        value = c.inquiry.get(key)
+        return format_date(value) if isinstance(value, datetime) else ""
+
+    return get
+
+
+INQUIRY_GETTERS: dict[str, Callable[[InquiryContext], Value]] = {
+    "InquiryId": _iq_text("id"),
+    "MediaPartnerInquiryId": _iq_text("media_partner_inquiry_id"),
+    "CampaignId": _iq_text("program_id"),
+    "CampaignName": lambda c: c.program_name,
+    "MediaPartnerId": _iq_text("partner_id"),
+    "MediaPartnerName": lambda c: c.partner_name,
+    "InquiryType": _iq_text("inquiry_type"),
+    "OrderId": _iq_text("oid"),
+    "Oid": _iq_text("oid"),
+    "TransactionDate": _iq_date("transaction_date"),
+    "TransactionAmount": _iq_money("transaction_amount"),
+    "ExpectedPayout": _iq_money("expected_payout"),
+    "Currency": _iq_text("currency"),
+    "CustomerId": _iq_text("customer_id"),
+    "InquiryNotes": _iq_text("notes"),
+    "InquiryDate": _iq_date("creation_date"),
+    "CreationDate": _iq_date("creation_date"),
+    "ResolutionDeadlineDate": _iq_date("resolution_deadline_date"),
+    "AutoApprovalDate": _iq_date("auto_approval_date"),
+    "ResolutionStatus": _iq_text("resolution_status"),
+    "RejectReason": _iq_text("reject_reason"),
+    "FinalPayout": _iq_money("final_payout"),
+    "ResolutionDate": _iq_date("resolution_date"),
+    "ActionId": _iq_text("action_id"),
+    "EventId": lambda c: c.event_id,
+    "Trigger": lambda c: c.trigger,
+    "Sequence": _iq_text("sequence"),
+}
+
+
+def inquiry_values(context: InquiryContext,
+                   names: Iterable[str] | None = None) -> dict[str, Value]:
+    return {n: INQUIRY_GETTERS[n](context) for n in (INQUIRY_GETTERS if names is None else names)}
+
+
+# -- catalog items ----------------------------------------------------------------------
+
+#: catalog item fields (snake_case, as the API takes them) and their token names
+CATALOG_FIELDS: dict[str, str] = {
+    "name": "Name", "description": "Description", "manufacturer": "Manufacturer",
+    "url": "Url", "mobile_url": "MobileUrl", "image_url": "ImageUrl",
+    "current_price": "CurrentPrice", "original_price": "OriginalPrice",
+    "currency": "Currency", "stock_availability": "StockAvailability", "gtin": "Gtin",
+    "asin": "Asin", "mpn": "Mpn", "category": "Category", "sub_category": "SubCategory",
+    "parent_sku": "ParentSku", "colors": "Colors", "size": "Size", "condition": "Condition",
+    "gender": "Gender", "age_group": "AgeGroup",
+}
+MONEY_FIELDS = frozenset({"current_price", "original_price"})
+
+
+@dataclass(frozen=True)
+class CatalogContext:
+    item_id: str
+    data: Mapping[str, Any]
+    program_id: int
+    program_name: str
+    change_type: str
+    changed_fields: tuple[str, ...]
+    event_id: str
+
+
+def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> tuple[str, ...]:
+    """Token names of the fields whose values differ (every set field for a new item)."""
+    before = before or {}
+    return tuple(token for key, token in CATALOG_FIELDS.items()
+                 if before.get(key) != after.get(key))
+
+
+def _discount(data: Mapping[str, Any]) -> str:
+    current, original = data.get("current_price"), data.get("original_price")
+    if not isinstance(current, int) or not isinstance(original, int) or original <= 0:
+        return ""
+    return f"{(original - current) * 100 / original:.2f}"
+
+
+def catalog_values(context: CatalogContext,
+                   names: Iterable[str] | None = None) -> dict[str, Value]:
+    def field(key: str) -> str:
+        value = context.data.get(key)
+        if value is None:
+            return ""
+        return format_money(value) if key in MONEY_FIELDS else str(value)
+
+    values: dict[str, Value] = {token: field(key) for key, token in CATALOG_FIELDS.items()}
+    values.update({
+        "CatalogItemId": context.item_id, "CampaignId": str(context.program_id),
+        "CampaignName": context.program_name, "DiscountPercentage": _discount(context.data),
+        "ChangeType": context.change_type, "ChangedFields": ",".join(context.changed_fields),
+        "EventId": context.event_id, "Trigger": context.change_type,
+    })
+    return values if names is None else {n: values[n] for n in names}

@@ -224,6 +224,57 @@ rate_bucket = Table(
     Column("updated", Float, nullable=False),  # unix seconds
 )
 
+inquiry_policy = Table(
+    "inquiry_policy", metadata,
+    Column("program_id", Integer, ForeignKey("program.id"), primary_key=True),
+    Column("deadline_days", Integer),
+    Column("auto_mode", String(24), nullable=False),
+    Column("auto_days", Integer, nullable=False),
+    Column("max_expected_payout", Money),
+    Column("monthly_cap", Money),
+    Column("event_type_id", Integer, ForeignKey("event_type.id")),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+inquiry = Table(
+    "inquiry", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("program_id", Integer, ForeignKey("program.id"), nullable=False),
+    Column("brand_id", Integer, ForeignKey("brand.id"), nullable=False, index=True),
+    Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False, index=True),
+    Column("inquiry_type", String(12), nullable=False),
+    Column("oid", String(255), nullable=False),
+    Column("transaction_date", UTCDateTime, nullable=False),
+    Column("transaction_amount", Money, nullable=False),
+    Column("expected_payout", Money, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("customer_id", String(255)),
+    Column("media_partner_inquiry_id", String(255)),
+    Column("notes", Text),
+    Column("state", String(10), nullable=False),
+    Column("resolution_status", String(12), nullable=False),
+    Column("reject_reason", Text),
+    Column("final_payout", Money),
+    Column("resolution_date", UTCDateTime),
+    Column("resolution_deadline_date", UTCDateTime),
+    Column("auto_approval_date", UTCDateTime),
+    Column("action_id", Integer, ForeignKey("action.id")),
+    Column("sequence", Integer, nullable=False),
+    Column("creation_date", UTCDateTime, nullable=False),
+    Index("ix_inquiry_auto", "state", "auto_approval_date"),
+)
+
+catalog_item = Table(
+    "catalog_item", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("program_id", Integer, ForeignKey("program.id"), nullable=False),
+    Column("item_id", String(255), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("program_id", "item_id"),
+)
+
 delivery = Table(
     "delivery", metadata,
     Column("id", Integer, primary_key=True),
@@ -231,6 +282,8 @@ delivery = Table(
     Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False),
     Column("setting_id", Integer, ForeignKey("notification_setting.id", ondelete="SET NULL")),
     Column("action_id", Integer, ForeignKey("action.id")),
+    Column("inquiry_id", Integer, ForeignKey("inquiry.id")),
+    Column("item_id", String(255)),  # a catalog item's ID, for Product Data Change
     Column("notification_type", String(40), nullable=False),
     Column("trigger", String(20), nullable=False),
     Column("status", String(10), nullable=False),

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from postback.core.inquiries import INQUIRY_PARTNER_TYPES
 from postback.core.lifecycle import RuleViolation
 from postback.core.render import (
     BodyFormat,
@@ -19,8 +20,8 @@ from postback.core.render import (
     TemplateError,
     compile_template,
 )
-from postback.core.routing import CLEARING, EXTRA_TRIGGERS, LIFECYCLE
-from postback.core.tokens import ACTION_TOKENS, Token
+from postback.core.routing import CLEARING, EXTRA_TRIGGERS, INQUIRY, LIFECYCLE, PRODUCT
+from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS, Token
 from postback.core.values import format_date
 from postback.db.schema import (
     contract,
@@ -42,6 +43,7 @@ class NotificationType:
     title: str
     vocabulary: Mapping[str, Token]
     fires_on: tuple[str, ...]
+    partner_types: frozenset[str] | None = None  # None: every partner
 
 
 _ACTION_VOCABULARY = {t.name: t for t in ACTION_TOKENS}
@@ -50,7 +52,31 @@ TYPES: dict[str, NotificationType] = {
                                 ("TRACKED", "MODIFIED", "REVERSED")),
     CLEARING: NotificationType(CLEARING, "Action Clearing Events", _ACTION_VOCABULARY,
                                ("CLEARED",)),
+    INQUIRY: NotificationType(INQUIRY, "Action Inquiry Events",
+                              {t.name: t for t in INQUIRY_TOKENS},
+                              ("INQUIRY_CREATED", "INQUIRY_RESOLVED"), INQUIRY_PARTNER_TYPES),
+    PRODUCT: NotificationType(PRODUCT, "Product Data Change Events",
+                              {t.name: t for t in CATALOG_TOKENS},
+                              ("ADDED", "UPDATED", "REMOVED")),
 }
+
+
+def unavailable_reason(slug: str, partner_type: str) -> str | None:
+    allowed = TYPES[slug].partner_types
+    if allowed is None or partner_type in allowed:
+        return None
+    return (f"{TYPES[slug].title} are only for {' and '.join(sorted(allowed))} partners "
+            f"(impact.com's rule); this partner is of type {partner_type}")
+
+
+def check_available(conn: Connection, partner_id: int, slug: str) -> None:
+    """403 when this partner's type may not use this notification type."""
+    notification_type(slug)
+    kind = conn.execute(select(partner.c.partner_type)
+                        .where(partner.c.id == partner_id)).scalar_one()
+    reason = unavailable_reason(slug, kind)
+    if reason is not None:
+        raise RuleViolation("not_available_for_partner_type", reason, 403)
 
 
 def notification_type(slug: str) -> NotificationType:
@@ -163,9 +189,13 @@ def list_settings(conn: Connection, partner_id: int) -> list[dict[str, Any]]:
     rows = {r["type"]: r for r in conn.execute(select(notification_setting).where(
         notification_setting.c.partner_id == partner_id,
         notification_setting.c.scope == "global")).mappings()}
+    kind = conn.execute(select(partner.c.partner_type)
+                        .where(partner.c.id == partner_id)).scalar_one()
     return [
         {"type": t.slug, "title": t.title, "fires_on": list(t.fires_on),
          "tokens": sorted(t.vocabulary),
+         "available": unavailable_reason(t.slug, kind) is None,
+         "unavailable_reason": unavailable_reason(t.slug, kind),
          "setting": setting_out(rows[t.slug]) if t.slug in rows else None}
         for t in TYPES.values()
     ]
@@ -173,7 +203,7 @@ def list_settings(conn: Connection, partner_id: int) -> list[dict[str, Any]]:
 
 def put_setting(conn: Connection, partner_id: int, slug: str,
                 body: NotificationSettingIn) -> dict[str, Any]:
-    notification_type(slug)
+    check_available(conn, partner_id, slug)
     now = datetime.now(UTC)
     values = setting_values(slug, body, now)
     where = _global(partner_id, slug)

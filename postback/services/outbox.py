@@ -16,10 +16,24 @@ from typing import Any
 from sqlalchemy import Connection, insert, select
 
 from postback.core.lifecycle import Trigger
-from postback.core.payload import ActionContext, action_values
+from postback.core.payload import (
+    ActionContext,
+    CatalogContext,
+    InquiryContext,
+    action_values,
+    catalog_values,
+    inquiry_values,
+)
 from postback.core.render import CONTENT_TYPES, BodyFormat, Value
-from postback.core.routing import Route, routes
-from postback.db.schema import delivery, event_type, notification_setting, partner, program
+from postback.core.routing import INQUIRY, PRODUCT, Route, routes
+from postback.db.schema import (
+    contract,
+    delivery,
+    event_type,
+    notification_setting,
+    partner,
+    program,
+)
 from postback.db.wakeup import notify_due
 from postback.services.ids import uuid7
 from postback.services.notification_settings import Compiled, compile_setting
@@ -52,8 +66,8 @@ def _matches(setting: Mapping[str, Any], route: Route, act: Mapping[str, Any]) -
 
 
 def delivery_row(setting: Mapping[str, Any], compiled: Compiled, values: Mapping[str, Value],
-                 *, event_id: str, trigger: str, now: datetime,
-                 action_id: int | None = None) -> dict[str, Any]:
+                 *, event_id: str, trigger: str, now: datetime, action_id: int | None = None,
+                 inquiry_id: int | None = None, item_id: str | None = None) -> dict[str, Any]:
     """The delivery for one notification: the exact request, due after the setting's
     Minimum Delay."""
     is_post = setting["method"] == "POST"
@@ -62,6 +76,8 @@ def delivery_row(setting: Mapping[str, Any], compiled: Compiled, values: Mapping
         "partner_id": setting["partner_id"],
         "setting_id": setting["id"],
         "action_id": action_id,
+        "inquiry_id": inquiry_id,
+        "item_id": item_id,
         "notification_type": setting["type"],
         "trigger": trigger,
         "status": "pending",
@@ -121,8 +137,7 @@ def enqueue_action_events(conn: Connection, events: list[ActionEvent], now: date
             for setting in settings[act["partner_id"]]:
                 if setting["type"] != route.type or not _matches(setting, route, act):
                     continue
-                compiled = compile_setting(setting["type"], setting["url"], setting["method"],
-                                           setting["body_format"], setting["body"])
+                compiled = _compiled(setting)
                 event_id = uuid7()
                 etype = types[act["event_type_id"]]
                 values = action_values(ActionContext(
@@ -138,4 +153,66 @@ def enqueue_action_events(conn: Connection, events: list[ActionEvent], now: date
                 ), compiled.tokens)
                 rows.append(delivery_row(setting, compiled, values, event_id=event_id,
                                          trigger=route.trigger, now=now, action_id=act["id"]))
+    return insert_deliveries(conn, rows)
+
+
+def _compiled(setting: Mapping[str, Any]) -> Compiled:
+    return compile_setting(setting["type"], setting["url"], setting["method"],
+                           setting["body_format"], setting["body"])
+
+
+def enqueue_inquiry_events(conn: Connection, events: list[tuple[Mapping[str, Any], str]],
+                           now: datetime) -> int:
+    """Deliveries for inquiry changes: ``(inquiry row, trigger)`` pairs."""
+    settings = active_settings(conn, {i["partner_id"] for i, _ in events}, {INQUIRY})
+    events = [(i, t) for i, t in events if i["partner_id"] in settings]
+    if not events:
+        return 0
+    programs = _names(conn, program, {i["program_id"] for i, _ in events}, "name")
+    partners = _names(conn, partner, {i["partner_id"] for i, _ in events}, "name")
+    rows = []
+    for inq, trigger in events:
+        for setting in settings[inq["partner_id"]]:
+            compiled = _compiled(setting)
+            event_id = uuid7()
+            values = inquiry_values(InquiryContext(
+                inq, programs[inq["program_id"]].name, partners[inq["partner_id"]].name,
+                trigger, event_id), compiled.tokens)
+            rows.append(delivery_row(setting, compiled, values, event_id=event_id,
+                                     trigger=trigger, now=now, inquiry_id=inq["id"]))
+    return insert_deliveries(conn, rows)
+
+
+@dataclass(frozen=True)
+class CatalogChange:
+    item_id: str
+    data: Mapping[str, Any]  # after the change (before it, for a removal)
+    change_type: str  # ADDED | UPDATED | REMOVED
+    changed_fields: tuple[str, ...]
+
+
+def enqueue_catalog_events(conn: Connection, program_id: int, changes: list[CatalogChange],
+                           now: datetime) -> int:
+    """Deliveries for catalog changes, to every partner contracted on the program."""
+    if not changes:
+        return 0
+    partner_ids = set(conn.execute(select(contract.c.partner_id).where(
+        contract.c.program_id == program_id)).scalars())
+    settings = active_settings(conn, partner_ids, {PRODUCT})
+    if not settings:
+        return 0
+    program_name = conn.execute(select(program.c.name)
+                                .where(program.c.id == program_id)).scalar_one()
+    rows = []
+    for partner_settings in settings.values():
+        for setting in partner_settings:
+            compiled = _compiled(setting)
+            for change in changes:
+                event_id = uuid7()
+                values = catalog_values(CatalogContext(
+                    change.item_id, change.data, program_id, program_name, change.change_type,
+                    change.changed_fields, event_id), compiled.tokens)
+                rows.append(delivery_row(setting, compiled, values, event_id=event_id,
+                                         trigger=change.change_type, now=now,
+                                         item_id=change.item_id))
     return insert_deliveries(conn, rows)

@@ -22,6 +22,7 @@ from postback.services.ids import uuid7
 from postback.services.notification_settings import (
     MASK,
     Compiled,
+    check_available,
     check_setting,
     notification_type,
 )
@@ -60,7 +61,7 @@ def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTest
             saved: Any = None) -> tuple[dict[str, Any], Compiled, dict[str, Value], str]:
     """The setting to test (``saved``, by default the partner's global one for ``slug``,
     with overrides), compiled, and the values to render."""
-    notification_type(slug)
+    check_available(conn, partner_id, slug)
     if saved is None:
         saved = conn.execute(select(notification_setting).where(
             notification_setting.c.partner_id == partner_id,
