@@ -253,3 +253,42 @@ class AutoApprovalIn(Strict):
 class InquirySettingsIn(Strict):
     resolution_deadline_days: Annotated[int | None, Field(ge=0, le=365)] = None
     auto_approval: AutoApprovalIn = AutoApprovalIn()
+
+
+_Short = Annotated[Text | None, Field(max_length=255)]
+_Url = Annotated[Text | None, Field(max_length=2048)]
+
+
+class CatalogItemIn(Strict):
+    """A catalog item's fields (reference §3.4); absent and null mean the same."""
+
+    name: Annotated[Text, Field(min_length=1, max_length=500)]
+    description: Annotated[Text | None, Field(max_length=10_000)] = None
+    manufacturer: _Short = None
+    url: _Url = None
+    mobile_url: _Url = None
+    image_url: _Url = None
+    current_price: Cents | None = None
+    original_price: Cents | None = None
+    currency: Currency | None = None
+    stock_availability: Annotated[Text | None, Field(max_length=40)] = None
+    gtin: _Short = None
+    asin: _Short = None
+    mpn: _Short = None
+    category: _Short = None
+    sub_category: _Short = None
+    parent_sku: _Short = None
+    colors: _Short = None
+    size: _Short = None
+    condition: _Short = None
+    gender: _Short = None
+    age_group: _Short = None
+
+
+class CatalogBulkItemIn(CatalogItemIn):
+    item_id: Annotated[Text, Field(min_length=1, max_length=255)]
+
+
+class CatalogBulkIn(Strict):
+    items: Annotated[list[CatalogBulkItemIn], Field(max_length=MAX_BATCH)]
+    remove_missing: bool = False

@@ -167,3 +167,16 @@ def test_inquiry_settings_are_validated(world: World) -> None:
     err = world.brand("PUT", path, 422, json={"auto_approval": {"mode": "sometimes"}})
     assert err["message"].startswith("auto_approval.mode:")
     assert world.brand("GET", path, 200)["auto_approval"]["mode"] == "off"
+
+
+def test_the_inquiry_test_tool_uses_a_real_inquiry(world: World, receiver: Receiver) -> None:
+    inq = claim(world)
+    out = world.partner("POST", "/v1/event-notifications/action-inquiry/test", 200, json={
+        "url": f"{receiver.url}/t?id={{InquiryId}}&t={{Trigger}}&c={{MediaPartnerInquiryId}}",
+        "sample_id": inq["id"]})
+    assert out["outcome"] == "success"
+    assert receiver.wait_for(1)[0].query == {"id": str(inq["id"]), "t": "INQUIRY_CREATED",
+                                             "c": "CLAIM-1"}
+    err = world.partner("POST", "/v1/event-notifications/product-data-change/test", 422,
+                        json={"url": f"{receiver.url}/t", "sample_id": 1})
+    assert err["message"].startswith("sample_id:")

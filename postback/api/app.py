@@ -16,6 +16,7 @@ from postback.api import (
     accounts,
     actions,
     brand_postbacks,
+    catalog,
     deliveries,
     errors,
     inquiries,
@@ -39,8 +40,8 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
     app.state.db = db
     app.state.wake = wake or (lambda: None)
     errors.install(app)
-    for module in (accounts, programs, actions, inquiries, notifications, brand_postbacks,
-                   deliveries):
+    for module in (accounts, programs, catalog, actions, inquiries, notifications,
+                   brand_postbacks, deliveries):
         app.include_router(module.router)
 
     # /docs from assets shipped in a package: it works offline, with no CDN.

@@ -10,11 +10,12 @@ from typing import Any
 from sqlalchemy import Connection, select
 
 from postback.core.diagnosis import diagnose
-from postback.core.payload import ActionContext, action_values
+from postback.core.payload import ActionContext, InquiryContext, action_values, inquiry_values
 from postback.core.render import CONTENT_TYPES, BodyFormat, Value
 from postback.core.retry import classify
+from postback.core.routing import CLEARING, INQUIRY, LIFECYCLE
 from postback.core.tokens import Kind
-from postback.db.schema import action, event_type, notification_setting, partner, program
+from postback.db.schema import action, event_type, inquiry, notification_setting, partner, program
 from postback.delivery.http import Sender, outgoing_headers
 from postback.models import NotificationSettingIn, SettingTestIn
 from postback.services.errors import Invalid, NotFound
@@ -57,6 +58,20 @@ def _action_values(conn: Connection, partner_id: int, action_id: int,
         event_id=event_id))
 
 
+def _inquiry_values(conn: Connection, partner_id: int, inquiry_id: int,
+                    event_id: str) -> dict[str, Value]:
+    row = conn.execute(select(inquiry).where(inquiry.c.id == inquiry_id,
+                                             inquiry.c.partner_id == partner_id)).first()
+    if row is None:
+        raise NotFound("inquiry", "sample_id")
+    trigger = "INQUIRY_CREATED" if row.state == "OPEN" else "INQUIRY_RESOLVED"
+    return inquiry_values(InquiryContext(
+        dict(row._mapping),
+        conn.execute(select(program.c.name).where(program.c.id == row.program_id)).scalar_one(),
+        conn.execute(select(partner.c.name).where(partner.c.id == partner_id)).scalar_one(),
+        trigger, event_id))
+
+
 def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTestIn,
             saved: Any = None) -> tuple[dict[str, Any], Compiled, dict[str, Value], str]:
     """The setting to test (``saved``, by default the partner's global one for ``slug``,
@@ -85,8 +100,12 @@ def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTest
     event_id = uuid7()
     if overrides.sample_id is None:
         values = sample_values(slug, event_id)
-    else:
+    elif slug in (LIFECYCLE, CLEARING):
         values = _action_values(conn, partner_id, overrides.sample_id, event_id)
+    elif slug == INQUIRY:
+        values = _inquiry_values(conn, partner_id, overrides.sample_id, event_id)
+    else:
+        raise Invalid("sample_id", f"{slug} tests use sample values; remove sample_id")
     return base, compiled, values, event_id
 
 

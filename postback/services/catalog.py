@@ -1,0 +1,134 @@
+"""Product catalogs: brands upsert and remove items; every real change (not a re-upload of
+the same data) notifies the partners contracted on the program."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, delete, insert, select, update
+
+from postback.core.payload import MONEY_FIELDS, changed_fields
+from postback.core.values import format_date, format_money
+from postback.db.schema import catalog_item, program
+from postback.models import CatalogBulkIn, CatalogItemIn
+from postback.services.errors import Invalid, NotFound
+from postback.services.outbox import CatalogChange, enqueue_catalog_events
+
+
+def _own_program(conn: Connection, brand_id: int, program_id: int) -> None:
+    if conn.execute(select(program.c.id).where(program.c.id == program_id,
+                                               program.c.brand_id == brand_id)).first() is None:
+        raise NotFound("program")
+
+
+def _data(body: CatalogItemIn) -> dict[str, Any]:
+    return body.model_dump(exclude_none=True, exclude={"item_id"})
+
+
+def item_out(item_id: str, data: dict[str, Any], updated_at: datetime | None = None
+             ) -> dict[str, Any]:
+    out: dict[str, Any] = {"item_id": item_id}
+    out.update({k: format_money(v) if k in MONEY_FIELDS else v for k, v in data.items()})
+    if updated_at is not None:
+        out["updated_at"] = format_date(updated_at)
+    return out
+
+
+def _check_item_id(item_id: str) -> None:
+    if not item_id or len(item_id) > 255:
+        raise Invalid("item_id", "must be 1 to 255 characters")
+
+
+def put_item(conn: Connection, brand_id: int, program_id: int, item_id: str,
+             body: CatalogItemIn, now: datetime) -> dict[str, Any]:
+    _own_program(conn, brand_id, program_id)
+    _check_item_id(item_id)
+    result = _apply(conn, program_id, {item_id: _data(body)}, remove_missing=False, now=now)
+    change = next((k for k in ("added", "updated") if result[k]), "unchanged")
+    return {"item": item_out(item_id, _data(body)), "change": change.upper()}
+
+
+def delete_item(conn: Connection, brand_id: int, program_id: int, item_id: str,
+                now: datetime) -> None:
+    _own_program(conn, brand_id, program_id)
+    row = conn.execute(select(catalog_item).where(
+        catalog_item.c.program_id == program_id, catalog_item.c.item_id == item_id)).first()
+    if row is None:
+        raise NotFound("catalog item")
+    conn.execute(delete(catalog_item).where(catalog_item.c.id == row.id))
+    enqueue_catalog_events(conn, program_id, [CatalogChange(
+        item_id, row.data, "REMOVED", changed_fields(None, row.data))], now)
+
+
+def bulk_upsert(conn: Connection, brand_id: int, program_id: int, body: CatalogBulkIn,
+                now: datetime) -> dict[str, int]:
+    """Upsert up to 10,000 items, computing the diff here; with ``remove_missing`` the
+    catalog becomes exactly this list. All or nothing."""
+    _own_program(conn, brand_id, program_id)
+    items: dict[str, dict[str, Any]] = {}
+    for i, item in enumerate(body.items):
+        if item.item_id in items:
+            raise Invalid(f"items[{i}].item_id", f"item {item.item_id!r} appears twice")
+        items[item.item_id] = _data(item)
+    return _apply(conn, program_id, items, body.remove_missing, now)
+
+
+_update = (update(catalog_item).where(catalog_item.c.id == bindparam("b_id"))
+           .values(data=bindparam("b_data"), updated_at=bindparam("b_now")))
+
+
+def _apply(conn: Connection, program_id: int, items: dict[str, dict[str, Any]],
+           remove_missing: bool, now: datetime) -> dict[str, int]:
+    existing = {r.item_id: r for r in conn.execute(select(
+        catalog_item.c.id, catalog_item.c.item_id, catalog_item.c.data).where(
+        catalog_item.c.program_id == program_id))}
+    changes: list[CatalogChange] = []
+    added: list[dict[str, Any]] = []
+    updated: list[dict[str, Any]] = []
+    for item_id, data in items.items():
+        old = existing.get(item_id)
+        if old is None:
+            added.append({"program_id": program_id, "item_id": item_id, "data": data,
+                          "created_at": now, "updated_at": now})
+            changes.append(CatalogChange(item_id, data, "ADDED", changed_fields(None, data)))
+        elif old.data != data:
+            updated.append({"b_id": old.id, "b_data": data, "b_now": now})
+            changes.append(CatalogChange(item_id, data, "UPDATED",
+                                         changed_fields(old.data, data)))
+    removed = [r for item_id, r in existing.items()
+               if remove_missing and item_id not in items]
+    for r in removed:
+        changes.append(CatalogChange(r.item_id, r.data, "REMOVED", changed_fields(None, r.data)))
+    if added:
+        conn.execute(insert(catalog_item), added)
+    if updated:
+        conn.execute(_update, updated)
+    if removed:
+        conn.execute(delete(catalog_item).where(catalog_item.c.id.in_([r.id for r in removed])))
+    enqueue_catalog_events(conn, program_id, changes, now)
+    return {"added": len(added), "updated": len(updated), "removed": len(removed),
+            "unchanged": len(items) - len(added) - len(updated)}
+
+
+def list_items(conn: Connection, brand_id: int, program_id: int, cursor: str | None,
+               limit: int) -> dict[str, Any]:
+    _own_program(conn, brand_id, program_id)
+    query = (select(catalog_item).where(catalog_item.c.program_id == program_id)
+             .order_by(catalog_item.c.item_id).limit(limit + 1))
+    if cursor is not None:
+        query = query.where(catalog_item.c.item_id > cursor)
+    rows = conn.execute(query).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return {"items": [item_out(r.item_id, r.data, r.updated_at) for r in rows],
+            "next_cursor": rows[-1].item_id if more and rows else None}
+
+
+def get_item(conn: Connection, brand_id: int, program_id: int, item_id: str) -> dict[str, Any]:
+    _own_program(conn, brand_id, program_id)
+    row = conn.execute(select(catalog_item).where(
+        catalog_item.c.program_id == program_id, catalog_item.c.item_id == item_id)).first()
+    if row is None:
+        raise NotFound("catalog item")
+    return item_out(row.item_id, row.data, row.updated_at)
