@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--type", default=None, choices=["action-lifecycle", "action-clearing",
                                                       "action-inquiry", "product-data-change"])
     rec.add_argument("--partner", type=int, default=None, help="only this partner's")
+    sub.add_parser("tokens", help="print the token reference (Markdown)")
     listen = sub.add_parser("listen", help="a tiny receiver that prints postbacks")
     listen.add_argument("--host", default="127.0.0.1")
     listen.add_argument("--port", type=int, default=9000)
@@ -73,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         from postback.listener import serve as listen
 
         listen(args.host, args.port)
+        return 0
+    if args.command == "tokens":
+        from postback.reference import token_reference
+
+        print(token_reference(), end="")
         return 0
     try:
         settings = Settings.from_env()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,10 +19,11 @@ from postback.core.render import (
     Problem,
     Template,
     TemplateError,
+    Value,
     compile_template,
 )
 from postback.core.routing import CLEARING, EXTRA_TRIGGERS, INQUIRY, LIFECYCLE, PRODUCT
-from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS, Token
+from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS, Kind, Token
 from postback.core.values import format_date
 from postback.db.schema import (
     contract,
@@ -59,6 +61,13 @@ TYPES: dict[str, NotificationType] = {
                               {t.name: t for t in CATALOG_TOKENS},
                               ("ADDED", "UPDATED", "REMOVED")),
 }
+
+
+def example_values(slug: str) -> dict[str, Value]:
+    """Every token of the type with its registry example: the test tool's sample values and
+    the values of the documented examples."""
+    return {t.name: json.loads(t.example) if t.kind is Kind.ITEMS else t.example
+            for t in notification_type(slug).vocabulary.values()}
 
 
 def unavailable_reason(slug: str, partner_type: str) -> str | None:

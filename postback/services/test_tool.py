@@ -3,7 +3,6 @@ the caller's own objects, send it through the production sender, and explain the
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,7 +13,6 @@ from postback.core.payload import ActionContext, InquiryContext, action_values, 
 from postback.core.render import CONTENT_TYPES, BodyFormat, Value
 from postback.core.retry import classify
 from postback.core.routing import CLEARING, INQUIRY, LIFECYCLE
-from postback.core.tokens import Kind
 from postback.db.schema import action, event_type, inquiry, notification_setting, partner, program
 from postback.delivery.http import Sender, outgoing_headers
 from postback.models import NotificationSettingIn, SettingTestIn
@@ -25,18 +23,13 @@ from postback.services.notification_settings import (
     Compiled,
     check_available,
     check_setting,
-    notification_type,
+    example_values,
 )
 
 
 def sample_values(slug: str, event_id: str) -> dict[str, Value]:
-    """A realistic value for every token of the type: the registry's examples."""
-    values: dict[str, Value] = {}
-    for token in notification_type(slug).vocabulary.values():
-        values[token.name] = (json.loads(token.example) if token.kind is Kind.ITEMS
-                              else token.example)
-    values["EventId"] = event_id
-    return values
+    """A realistic value for every token of the type (the registry's examples)."""
+    return {**example_values(slug), "EventId": event_id}
 
 
 def _action_values(conn: Connection, partner_id: int, action_id: int,
