@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The demo opens loopback so the README's local listener works; production does not.
 run: $(STAMP)
-	$(BIN)/postback serve
+	POSTBACK_ALLOW_TARGETS="$${POSTBACK_ALLOW_TARGETS-127.0.0.0/8,::1/128}" $(BIN)/postback serve
 
 test: $(STAMP)
 	$(BIN)/ruff check postback tests bench

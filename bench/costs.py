@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
+from postback.core.addresses import AddressPolicy
 from postback.db.engine import make_engine
 from postback.db.migrate import upgrade
 from postback.delivery import queue
@@ -52,7 +53,8 @@ def world(db: Engine) -> dict[str, int]:
                                   "locking": {"rule": "open_ended"},
                                   "clearing": {"rule": "days_after_locking"}}))
         ns.put_setting(c, partner["id"], "action-lifecycle", NotificationSettingIn(
-            url="http://127.0.0.1:9/pb?t={SubId1}&a={ActionId}&p={Payout}&e={EventId}"))
+            url="http://127.0.0.1:9/pb?t={SubId1}&a={ActionId}&p={Payout}&e={EventId}"),
+            AddressPolicy.parse("127.0.0.0/8"))
     return {"brand": brand["id"], "program_id": program["id"],
             "event_type_id": etype["id"], "partner_id": partner["id"]}
 

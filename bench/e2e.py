@@ -86,7 +86,8 @@ class Service:
     def __init__(self, db_url: str, workdir: Path, workers: int = 0) -> None:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "POSTBACK_DATABASE_URL": db_url, "POSTBACK_ADMIN_TOKEN": ADMIN}
+        env = {**os.environ, "POSTBACK_DATABASE_URL": db_url, "POSTBACK_ADMIN_TOKEN": ADMIN,
+               "POSTBACK_ALLOW_TARGETS": "127.0.0.0/8"}
         self.procs = [subprocess.Popen(
             [sys.executable, "-m", "postback", "serve", "--port", str(self.port)],
             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]

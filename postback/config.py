@@ -6,6 +6,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from postback.core.addresses import AddressPolicy
 from postback.core.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_schedule
 
 
@@ -25,6 +26,10 @@ class Settings:
     disable_after_hours: float = 72.0
     disable_after_failures: int = 10
     user_agent: str = "postback/0.1 (+https://github.com/postback)"
+    allow_targets: AddressPolicy = field(default_factory=AddressPolicy)
+    egress_source_address: str | None = None
+    egress_proxy: str | None = None
+    egress_ranges: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -49,7 +54,14 @@ class Settings:
             jitter=num("POSTBACK_RETRY_JITTER", 0.2, zero_ok=True),
             throttle_floor=num("POSTBACK_RETRY_THROTTLE_FLOOR", 60.0, zero_ok=True),
         )
+        ranges = tuple(r.strip() for r in env.get("POSTBACK_EGRESS_RANGES", "").split(",")
+                       if r.strip())
+        AddressPolicy.parse(",".join(ranges))  # the same CIDR syntax: fail early on typos
         return cls(
+            allow_targets=AddressPolicy.parse(env.get("POSTBACK_ALLOW_TARGETS", "")),
+            egress_source_address=env.get("POSTBACK_EGRESS_SOURCE_ADDRESS") or None,
+            egress_proxy=env.get("POSTBACK_EGRESS_PROXY") or None,
+            egress_ranges=ranges,
             database_url=env.get("POSTBACK_DATABASE_URL") or cls.database_url,
             admin_token=env.get("POSTBACK_ADMIN_TOKEN") or None,
             retry=retry,

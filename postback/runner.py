@@ -67,6 +67,7 @@ async def serve(settings: Settings, host: str, port: int) -> None:
     token = ensure_operator_token(db, settings.admin_token)
     if token is not None:
         print(f"\nOperator token (shown once, store it now):\n\n    {token}\n", flush=True)
+    _warn_open_targets(settings)
     engine = Engine(settings, db)
     app = create_app(settings, db, wake=engine.wake)
     server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info",
@@ -82,7 +83,15 @@ async def serve(settings: Settings, host: str, port: int) -> None:
         db.dispose()
 
 
+def _warn_open_targets(settings: Settings) -> None:
+    if settings.allow_targets.allow:
+        log.warning("POSTBACK_ALLOW_TARGETS opens %s: postbacks may be sent to these "
+                    "non-public addresses. Use this for development and tests only.",
+                    ", ".join(map(str, settings.allow_targets.allow)))
+
+
 async def work(settings: Settings) -> None:
+    _warn_open_targets(settings)
     db = open_database(settings, run_migrations=False)
     engine = Engine(settings, db)
     loop = asyncio.get_running_loop()

@@ -21,6 +21,7 @@ from sqlalchemy import text
 
 from postback.api.app import create_app
 from postback.config import Settings
+from postback.core.addresses import AddressPolicy
 from postback.core.retry import RetryPolicy
 from postback.db.engine import make_engine
 from postback.db.migrate import upgrade
@@ -29,6 +30,9 @@ from postback.delivery.engine import Engine
 from tests.receiver import Receiver
 
 ADMIN = "test-admin-token"
+#: receivers in tests listen on loopback, which production refuses; tests open it
+LOOPBACK = AddressPolicy.parse("127.0.0.0/8,::1/128")
+LOOPBACK_ENV = {"POSTBACK_ALLOW_TARGETS": "127.0.0.0/8,::1/128"}
 PG_SERVER = os.environ.get("POSTBACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -92,6 +96,7 @@ def settings_for(db_url: str, **overrides: Any) -> Settings:
         "total_timeout": 1.0,
         "poll_interval": 0.05,
         "lease_seconds": 30.0,
+        "allow_targets": LOOPBACK,
     }
     base.update(overrides)
     return Settings(**base)

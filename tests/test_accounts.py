@@ -55,7 +55,7 @@ def test_roles_are_enforced(world: World) -> None:
 def test_partners_and_brands_see_only_their_own(service: Service) -> None:
     a = build_world(service)
     b = build_world(service)
-    a.subscribe("https://pb.example/a?id={ActionId}")
+    a.subscribe("http://127.0.0.1:9/a?id={ActionId}")  # nothing listens: refused
     action = a.report()
     # partner B and brand B: 404 on A's action, never its data
     for call in (b.partner, b.brand):

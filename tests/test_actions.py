@@ -163,7 +163,7 @@ def test_modify_reverse_approve_and_their_rules(world: World) -> None:
 
 def test_lifecycle_run_locks_and_clears_on_contract_dates(world: World) -> None:
     """``postback lifecycle run --as-of`` run as a real process against the same database."""
-    world.subscribe("https://pb.example/?t={Trigger}")
+    world.subscribe("http://127.0.0.1:9/?t={Trigger}")
     a = world.report(event_date="2026-11-02T18:04:05+00:00")  # locks 12-02, clears 12-22
     env = {**os.environ, "POSTBACK_DATABASE_URL": world.service.settings.database_url}
 
@@ -224,7 +224,7 @@ def test_list_filters_and_cursor(world: World) -> None:
 
 def test_change_and_postbacks_commit_together_or_not_at_all(world: World) -> None:
     """The outbox shares the ledger's transaction: a rollback leaves neither behind."""
-    world.subscribe("https://pb.example/?id={ActionId}")
+    world.subscribe("http://127.0.0.1:9/?id={ActionId}")
     body = ActionIn.model_validate(world.action())
     with pytest.raises(RuntimeError), world.service.db.begin() as conn:
         report_actions(conn, world.brand_id, [body], datetime.now(UTC))

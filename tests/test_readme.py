@@ -45,6 +45,7 @@ def test_readme_walkthrough_ends_with_three_postbacks_received(tmp_path: Path) -
                             f"LISTENER=http://127.0.0.1:{listen_port}")
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTBACK_")}
     env["POSTBACK_ADMIN_TOKEN"] = "demo-admin-token"
+    env["POSTBACK_ALLOW_TARGETS"] = "127.0.0.0/8,::1/128"  # what `make run` sets
     heard = (tmp_path / "listener.log").open("w")
     listener = subprocess.Popen([sys.executable, "-m", "postback", "listen", "--port",
                                  str(listen_port)], stdout=heard, stderr=subprocess.DEVNULL)

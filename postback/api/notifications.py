@@ -8,12 +8,18 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from postback.api.deps import Partner, read, write
+from postback.core.addresses import AddressPolicy
 from postback.delivery.http import Sender
 from postback.models import EventLevelSettingIn, NotificationSettingIn, SettingTestIn
 from postback.services import notification_settings as ns
 from postback.services import test_tool
 
 router = APIRouter(prefix="/v1/event-notifications", tags=["event notifications"])
+
+
+def target_policy(request: Request) -> AddressPolicy:
+    policy: AddressPolicy = request.app.state.settings.allow_targets
+    return policy
 
 
 def _id(who: Partner) -> int:
@@ -31,14 +37,14 @@ def list_settings(request: Request, who: Partner) -> dict[str, Any]:
 def put_setting(slug: str, body: NotificationSettingIn, request: Request,
                 who: Partner) -> dict[str, Any]:
     with write(request) as conn:
-        return ns.put_setting(conn, _id(who), slug, body)
+        return ns.put_setting(conn, _id(who), slug, body, target_policy(request))
 
 
 @router.post("/action-lifecycle/event-level", status_code=201)
 def add_event_level(body: EventLevelSettingIn, request: Request, who: Partner) -> dict[str, Any]:
     """A setting for one (program, event type): it fires for new actions (TRACKED) only."""
     with write(request) as conn:
-        return ns.add_event_level(conn, _id(who), body)
+        return ns.add_event_level(conn, _id(who), body, target_policy(request))
 
 
 @router.get("/action-lifecycle/event-level")
@@ -65,7 +71,7 @@ async def run_test(request: Request, partner_id: int, slug: str, body: SettingTe
 
     setting, compiled, values, event_id = await run_in_threadpool(prepare)
     s = request.app.state.settings
-    async with Sender(s.connect_timeout, s.total_timeout, 1, s.user_agent) as sender:
+    async with Sender.from_settings(s, 1) as sender:
         return await test_tool.send_test(sender, setting, compiled, values, event_id)
 
 

@@ -13,6 +13,10 @@ def diagnose(outcome: Outcome, error: ErrorClass | None, status: int | None,
     if error is ErrorClass.DNS:
         return ("DNS failure: the host name does not resolve. Check the spelling of the host "
                 "in the URL; this is not retried.")
+    if error is ErrorClass.BLOCKED:
+        return ("Refused: the host is or resolves to an address that is not on the public "
+                "internet (loopback, private, link-local, metadata...). Postbacks go to public "
+                "addresses only; this is not retried.")
     if error is ErrorClass.INVALID_URL:
         return "The URL is not a valid absolute http(s) URL; this is not retried."
     if error is ErrorClass.CONNECTION:

@@ -35,6 +35,7 @@ class ErrorClass(StrEnum):
     HTTP_4XX = "http_4xx"
     HTTP_5XX = "http_5xx"
     UNEXPECTED_RESPONSE = "unexpected_response"
+    BLOCKED = "blocked_address"
     EXHAUSTED = "retries_exhausted"
 
 
@@ -47,7 +48,7 @@ def classify(status: int | None, error: ErrorClass | None, body: str | None = No
     retry; with its Error Response, a 2xx whose body contains that text is one too.
     """
     if status is None:
-        if error in (ErrorClass.INVALID_URL, ErrorClass.DNS):
+        if error in (ErrorClass.INVALID_URL, ErrorClass.DNS, ErrorClass.BLOCKED):
             return Outcome.PERMANENT, error
         return Outcome.RETRY, error or ErrorClass.CONNECTION
     if 200 <= status < 300:

@@ -89,8 +89,7 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._flush_now = asyncio.Event()
         s = self.settings
-        async with Sender(s.connect_timeout, s.total_timeout, s.max_in_flight,
-                          s.user_agent) as sender:
+        async with Sender.from_settings(s, s.max_in_flight) as sender:
             self._sender = sender
             flusher = asyncio.create_task(self._flush_loop())
             pg = libpq_url(s.database_url)

@@ -8,9 +8,13 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from postback.config import Settings
+from postback.core.addresses import AddressPolicy, literal_ip
 from postback.core.retry import ErrorClass
+from postback.delivery.resolver import BlockedAddress, GuardedResolver
 
 MAX_STORED_BODY = 20 * 1024
 
@@ -38,19 +42,40 @@ def _nxdomain(exc: BaseException) -> bool:
 
 
 class Sender:
-    """One aiohttp session for all of a worker's requests (pooled keep-alive connections)."""
+    """One aiohttp session for all of a worker's requests (pooled keep-alive connections).
+
+    Only public addresses are dialled (``AddressPolicy``, checked in the resolver and for IP
+    literals); outgoing connections can be bound to one source address or sent through an
+    HTTP CONNECT proxy.
+    """
 
     def __init__(self, connect_timeout: float, total_timeout: float, max_connections: int,
-                 user_agent: str) -> None:
+                 user_agent: str, policy: AddressPolicy | None = None,
+                 source_address: str | None = None, proxy: str | None = None,
+                 resolver: AbstractResolver | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout,
                                               connect=connect_timeout)
         self._max_connections = max_connections
         self.user_agent = user_agent
+        self.policy = policy or AddressPolicy()
+        self._source = source_address
+        self._proxy = proxy
+        proxy_host = URL(proxy).host if proxy else None
+        self._resolver = GuardedResolver(self.policy, resolver,
+                                         frozenset({proxy_host}) if proxy_host else frozenset())
         self._session: aiohttp.ClientSession | None = None
 
+    @classmethod
+    def from_settings(cls, s: Settings, max_connections: int,
+                      resolver: AbstractResolver | None = None) -> Sender:
+        return cls(s.connect_timeout, s.total_timeout, max_connections, s.user_agent,
+                   s.allow_targets, s.egress_source_address, s.egress_proxy, resolver)
+
     async def __aenter__(self) -> Sender:
-        connector = aiohttp.TCPConnector(limit=self._max_connections, ttl_dns_cache=60,
-                                         enable_cleanup_closed=True)
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True,
+            resolver=self._resolver,
+            local_addr=(self._source, 0) if self._source else None)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding", "Accept"),
@@ -75,9 +100,22 @@ class Sender:
                 raise ValueError("not an absolute http(s) URL")
         except ValueError as exc:
             return Response(None, None, None, elapsed(), ErrorClass.INVALID_URL, str(exc))
+        literal = literal_ip(target.host)
+        reason = self.policy.refusal(literal) if literal is not None else None
+        if reason is None and literal is None and self._proxy:
+            # through a proxy the proxy dials: vet the target's addresses here first
+            try:
+                await self._resolver.resolve(target.host, target.port or 0, socket.AF_UNSPEC)
+            except BlockedAddress as exc:
+                reason = str(exc)
+            except OSError:
+                pass  # let the proxy report what it finds
+        if reason is not None:
+            return Response(None, None, None, elapsed(), ErrorClass.BLOCKED, f"refused: {reason}")
         try:
             async with self._session.request(method, target, headers=headers, data=body,
-                                             allow_redirects=False) as resp:
+                                             allow_redirects=False,
+                                             proxy=self._proxy) as resp:
                 raw = await resp.content.read(MAX_STORED_BODY)
                 return Response(resp.status, dict(resp.headers),
                                 raw.decode("utf-8", "replace"), elapsed(), None, None)
@@ -89,6 +127,9 @@ class Sender:
         except aiohttp.ClientSSLError as exc:
             return Response(None, None, None, elapsed(), ErrorClass.TLS, str(exc))
         except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, BlockedAddress):
+                return Response(None, None, None, elapsed(), ErrorClass.BLOCKED,
+                                f"refused: {exc.os_error}")
             kind = ErrorClass.DNS if _nxdomain(exc) else ErrorClass.CONNECTION
             return Response(None, None, None, elapsed(), kind, str(exc))
         except aiohttp.InvalidURL as exc:

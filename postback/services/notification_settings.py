@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from postback.core.addresses import AddressPolicy, literal_ip
 from postback.core.inquiries import INQUIRY_PARTNER_TYPES
 from postback.core.lifecycle import RuleViolation
 from postback.core.render import (
@@ -176,9 +177,22 @@ def setting_out(row: Any) -> dict[str, Any]:
     }
 
 
-def setting_values(slug: str, body: NotificationSettingIn, now: datetime) -> dict[str, Any]:
+def check_target(url: str, policy: AddressPolicy) -> None:
+    """Refuse, at save time, a URL whose host is a non-public IP literal. (Host names are
+    checked when each postback is sent: what they resolve to can change.)"""
+    host = urlsplit(url.split("{", 1)[0]).hostname
+    literal = literal_ip(host) if host else None
+    reason = policy.refusal(literal) if literal is not None else None
+    if reason is not None:
+        raise Invalid("url", f"{reason}: postbacks go to public addresses only (an operator "
+                      "can open ranges for testing with POSTBACK_ALLOW_TARGETS)")
+
+
+def setting_values(slug: str, body: NotificationSettingIn, now: datetime,
+                   policy: AddressPolicy) -> dict[str, Any]:
     """Validated column values for a setting; saving also lifts an automatic disable."""
     check_setting(slug, body)
+    check_target(body.url, policy)
     return {"url": body.url, "method": body.method, "body_format": body.body_format.value,
             "body": body.body, "headers": body.headers, "enabled": body.enabled,
             "minimum_delay_seconds": body.minimum_delay_seconds,
@@ -210,11 +224,11 @@ def list_settings(conn: Connection, partner_id: int) -> list[dict[str, Any]]:
     ]
 
 
-def put_setting(conn: Connection, partner_id: int, slug: str,
-                body: NotificationSettingIn) -> dict[str, Any]:
+def put_setting(conn: Connection, partner_id: int, slug: str, body: NotificationSettingIn,
+                policy: AddressPolicy) -> dict[str, Any]:
     check_available(conn, partner_id, slug)
     now = datetime.now(UTC)
-    values = setting_values(slug, body, now)
+    values = setting_values(slug, body, now, policy)
     where = _global(partner_id, slug)
     if conn.execute(update(notification_setting).where(*where).values(**values)).rowcount == 0:
         conn.execute(insert(notification_setting).values(
@@ -262,30 +276,32 @@ def _contracted_event_type(conn: Connection, partner_id: int, event_type_id: int
     return etype
 
 
-def add_event_level(conn: Connection, partner_id: int,
-                    body: EventLevelSettingIn) -> dict[str, Any]:
+def add_event_level(conn: Connection, partner_id: int, body: EventLevelSettingIn,
+                    policy: AddressPolicy) -> dict[str, Any]:
     etype = _contracted_event_type(conn, partner_id, body.event_type_id, "event_type_id")
     if etype.program_id != body.program_id:
         raise Invalid("program_id", f"event type {body.event_type_id} belongs to program "
                       f"{etype.program_id}, not {body.program_id}")
-    return _insert_scoped(conn, partner_id, "event_level", body, program_id=body.program_id,
+    return _insert_scoped(conn, partner_id, "event_level", body, policy,
+                          program_id=body.program_id,
                           event_type_id=body.event_type_id)
 
 
 def add_brand_postback(conn: Connection, brand_id: int, partner_id: int,
-                       body: BrandPostbackIn) -> dict[str, Any]:
+                       body: BrandPostbackIn, policy: AddressPolicy) -> dict[str, Any]:
     if conn.execute(select(partner.c.id).where(partner.c.id == partner_id)).first() is None:
         raise NotFound("partner")
     etype = _contracted_event_type(conn, partner_id, body.event_type_id, "event_type_id",
                                    brand_id)
-    return _insert_scoped(conn, partner_id, "brand", body, program_id=etype.program_id,
+    return _insert_scoped(conn, partner_id, "brand", body, policy, program_id=etype.program_id,
                           event_type_id=body.event_type_id, brand_id=brand_id)
 
 
 def _insert_scoped(conn: Connection, partner_id: int, scope: str,
-                   body: NotificationSettingIn, **where: int) -> dict[str, Any]:
+                   body: NotificationSettingIn, policy: AddressPolicy,
+                   **where: int) -> dict[str, Any]:
     now = datetime.now(UTC)
-    values = setting_values(LIFECYCLE, body, now)
+    values = setting_values(LIFECYCLE, body, now, policy)
     new_id = conn.execute(insert(notification_setting).values(
         partner_id=partner_id, type=LIFECYCLE, scope=scope, created_at=now, **where,
         **values)).inserted_primary_key
