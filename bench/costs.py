@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from sqlalchemy import Engine
 
+from postback.config import Settings
 from postback.core.addresses import AddressPolicy
 from postback.db.engine import make_engine
 from postback.db.migrate import upgrade
@@ -32,6 +33,7 @@ from postback.models import (
     PartnerIn,
     ProgramIn,
 )
+from postback.sealing import new_key
 from postback.services import accounts, ledger, programs
 from postback.services import notification_settings as ns
 
@@ -54,7 +56,7 @@ def world(db: Engine) -> dict[str, int]:
                                   "clearing": {"rule": "days_after_locking"}}))
         ns.put_setting(c, partner["id"], "action-lifecycle", NotificationSettingIn(
             url="http://127.0.0.1:9/pb?t={SubId1}&a={ActionId}&p={Payout}&e={EventId}"),
-            AddressPolicy.parse("127.0.0.0/8"))
+            Settings(allow_targets=AddressPolicy.parse("127.0.0.0/8"), secret_key=new_key()))
     return {"brand": brand["id"], "program_id": program["id"],
             "event_type_id": etype["id"], "partner_id": partner["id"]}
 

@@ -44,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                                                       "action-inquiry", "product-data-change"])
     rec.add_argument("--partner", type=int, default=None, help="only this partner's")
     sub.add_parser("tokens", help="print the token reference (Markdown)")
+    sub.add_parser("secret-key", help="print a new key for POSTBACK_SECRET_KEY")
     listen = sub.add_parser("listen", help="a tiny receiver that prints postbacks")
     listen.add_argument("--host", default="127.0.0.1")
     listen.add_argument("--port", type=int, default=9000)
@@ -74,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         from postback.listener import serve as listen
 
         listen(args.host, args.port)
+        return 0
+    if args.command == "secret-key":
+        from postback.sealing import new_key
+
+        print(new_key())
         return 0
     if args.command == "tokens":
         from postback.reference import token_reference

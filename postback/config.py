@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 
 from postback.core.addresses import AddressPolicy
 from postback.core.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_schedule
+from postback.sealing import Sealer
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,13 @@ class Settings:
     egress_source_address: str | None = None
     egress_proxy: str | None = None
     egress_ranges: tuple[str, ...] = ()
+    secret_key: str | None = None
+
+    @cached_property
+    def sealer(self) -> Sealer:
+        if self.secret_key is None:
+            raise RuntimeError("no POSTBACK_SECRET_KEY: secrets cannot be sealed or opened")
+        return Sealer(self.secret_key)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,7 +67,18 @@ class Settings:
         ranges = tuple(r.strip() for r in env.get("POSTBACK_EGRESS_RANGES", "").split(",")
                        if r.strip())
         AddressPolicy.parse(",".join(ranges))  # the same CIDR syntax: fail early on typos
+        key = env.get("POSTBACK_SECRET_KEY") or None
+        key_file = env.get("POSTBACK_SECRET_KEY_FILE")
+        if key is None and key_file:
+            try:
+                key = Path(key_file).read_text().strip()
+            except OSError as exc:
+                raise ValueError(f"POSTBACK_SECRET_KEY_FILE {key_file!r}: {exc.strerror}") \
+                    from None
+        if key is not None:
+            Sealer(key)  # refuse a malformed key at start, not at the first secret
         return cls(
+            secret_key=key,
             allow_targets=AddressPolicy.parse(env.get("POSTBACK_ALLOW_TARGETS", "")),
             egress_source_address=env.get("POSTBACK_EGRESS_SOURCE_ADDRESS") or None,
             egress_proxy=env.get("POSTBACK_EGRESS_PROXY") or None,

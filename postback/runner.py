@@ -9,7 +9,9 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy import Engine as DbEngine
@@ -20,6 +22,7 @@ from postback.config import Settings
 from postback.db import migrate
 from postback.db.engine import make_engine
 from postback.delivery.engine import Engine
+from postback.sealing import load_or_create_key
 from postback.services.accounts import ensure_operator_token
 from postback.services.scheduler import run_due
 
@@ -62,7 +65,25 @@ async def _lifecycle_loop(db: DbEngine, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+def with_secret_key(settings: Settings, create: bool) -> Settings:
+    """The settings with a sealing key: configured, or ./postback.key (created by ``serve``
+    on first start, so the embedded default needs no set-up)."""
+    if settings.secret_key is not None:
+        return settings
+    path = Path("postback.key")
+    if not create and not path.exists():
+        sys.exit("no POSTBACK_SECRET_KEY: give every worker the key `serve` uses "
+                 "(POSTBACK_SECRET_KEY or POSTBACK_SECRET_KEY_FILE)")
+    existed = path.exists()
+    key = load_or_create_key(path)
+    if not existed:
+        log.warning("created %s to seal secrets at rest; back it up, and give it to every "
+                    "worker (POSTBACK_SECRET_KEY_FILE)", path.resolve())
+    return replace(settings, secret_key=key)
+
+
 async def serve(settings: Settings, host: str, port: int) -> None:
+    settings = with_secret_key(settings, create=True)
     db = open_database(settings, run_migrations=True)
     token = ensure_operator_token(db, settings.admin_token)
     if token is not None:
@@ -91,6 +112,7 @@ def _warn_open_targets(settings: Settings) -> None:
 
 
 async def work(settings: Settings) -> None:
+    settings = with_secret_key(settings, create=False)
     _warn_open_targets(settings)
     db = open_database(settings, run_migrations=False)
     engine = Engine(settings, db)

@@ -27,12 +27,14 @@ from postback.db.engine import make_engine
 from postback.db.migrate import upgrade
 from postback.db.schema import metadata
 from postback.delivery.engine import Engine
+from postback.sealing import new_key
 from tests.receiver import Receiver
 
 ADMIN = "test-admin-token"
 #: receivers in tests listen on loopback, which production refuses; tests open it
 LOOPBACK = AddressPolicy.parse("127.0.0.0/8,::1/128")
-LOOPBACK_ENV = {"POSTBACK_ALLOW_TARGETS": "127.0.0.0/8,::1/128"}
+TEST_KEY = new_key()
+LOOPBACK_ENV = {"POSTBACK_ALLOW_TARGETS": "127.0.0.0/8,::1/128", "POSTBACK_SECRET_KEY": TEST_KEY}
 PG_SERVER = os.environ.get("POSTBACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -97,6 +99,7 @@ def settings_for(db_url: str, **overrides: Any) -> Settings:
         "poll_interval": 0.05,
         "lease_seconds": 30.0,
         "allow_targets": LOOPBACK,
+        "secret_key": TEST_KEY,
     }
     base.update(overrides)
     return Settings(**base)

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 
 from postback.api.deps import Brand, Partner, read, write
-from postback.api.notifications import run_test, target_policy
+from postback.api.notifications import run_test
 from postback.core.routing import LIFECYCLE
 from postback.models import BrandPostbackIn, SettingTestIn
 from postback.services import notification_settings as ns
@@ -26,7 +26,7 @@ def create(partner_id: int, body: BrandPostbackIn, request: Request,
            who: Brand) -> dict[str, Any]:
     """Only for an event type in that partner's contract on one of your programs."""
     with write(request) as conn:
-        return ns.add_brand_postback(conn, _id(who), partner_id, body, target_policy(request))
+        return ns.add_brand_postback(conn, _id(who), partner_id, body, request.app.state.settings)
 
 
 @router.get("/partners/{partner_id}/postbacks")

@@ -8,18 +8,12 @@ from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from postback.api.deps import Partner, read, write
-from postback.core.addresses import AddressPolicy
 from postback.delivery.http import Sender
 from postback.models import EventLevelSettingIn, NotificationSettingIn, SettingTestIn
 from postback.services import notification_settings as ns
 from postback.services import test_tool
 
 router = APIRouter(prefix="/v1/event-notifications", tags=["event notifications"])
-
-
-def target_policy(request: Request) -> AddressPolicy:
-    policy: AddressPolicy = request.app.state.settings.allow_targets
-    return policy
 
 
 def _id(who: Partner) -> int:
@@ -37,14 +31,14 @@ def list_settings(request: Request, who: Partner) -> dict[str, Any]:
 def put_setting(slug: str, body: NotificationSettingIn, request: Request,
                 who: Partner) -> dict[str, Any]:
     with write(request) as conn:
-        return ns.put_setting(conn, _id(who), slug, body, target_policy(request))
+        return ns.put_setting(conn, _id(who), slug, body, request.app.state.settings)
 
 
 @router.post("/action-lifecycle/event-level", status_code=201)
 def add_event_level(body: EventLevelSettingIn, request: Request, who: Partner) -> dict[str, Any]:
     """A setting for one (program, event type): it fires for new actions (TRACKED) only."""
     with write(request) as conn:
-        return ns.add_event_level(conn, _id(who), body, target_policy(request))
+        return ns.add_event_level(conn, _id(who), body, request.app.state.settings)
 
 
 @router.get("/action-lifecycle/event-level")
@@ -67,7 +61,8 @@ async def run_test(request: Request, partner_id: int, slug: str, body: SettingTe
     def prepare() -> Any:
         with read(request) as conn:
             saved = ns.scoped_setting(conn, partner_id, *scoped) if scoped else None
-            return test_tool.prepare(conn, partner_id, slug, body, saved)
+            return test_tool.prepare(conn, partner_id, slug, body,
+                                     request.app.state.settings.sealer, saved)
 
     setting, compiled, values, event_id = await run_in_threadpool(prepare)
     s = request.app.state.settings

@@ -114,7 +114,7 @@ class Engine:
                 try:
                     claimed = await asyncio.to_thread(
                         queue.claim, self.db, self.name, limit, datetime.now(UTC),
-                        s.lease_seconds, self._saturated())
+                        s.lease_seconds, self._saturated(), s.sealer)
                 except Exception:
                     log.exception("claim failed; retrying in 1 s")
                     await asyncio.sleep(1)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
 
 from postback.db.schema import delivery, delivery_attempt, notification_setting, rate_bucket
+from postback.sealing import Sealer
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def _take_tokens(conn: Connection, setting_id: int, rate: float, wanted: int,
 
 
 def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds: float,
-          exclude: Iterable[int] = ()) -> Claim:
+          exclude: Iterable[int] = (), sealer: Sealer | None = None) -> Claim:
     """Lease up to ``limit`` due deliveries to ``worker``, oldest due first.
 
     Endpoints with a Maximum Requests per second get only what their shared bucket allows;
@@ -137,6 +138,8 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
     for r in rows:
         setting = settings.get(r.setting_id) if r.setting_id is not None else None
         extra = setting.headers if setting is not None else {}
+        if sealer is not None:
+            extra = sealer.open_values(extra)
         jobs.append(Job(
             id=r.id, event_id=r.event_id, setting_id=r.setting_id, method=r.method, url=r.url,
             headers={**r.headers, **extra}, secret_headers=frozenset(extra),

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from postback.config import Settings
 from postback.core.addresses import AddressPolicy, literal_ip
 from postback.core.inquiries import INQUIRY_PARTNER_TYPES
 from postback.core.lifecycle import RuleViolation
@@ -189,12 +190,14 @@ def check_target(url: str, policy: AddressPolicy) -> None:
 
 
 def setting_values(slug: str, body: NotificationSettingIn, now: datetime,
-                   policy: AddressPolicy) -> dict[str, Any]:
-    """Validated column values for a setting; saving also lifts an automatic disable."""
+                   config: Settings) -> dict[str, Any]:
+    """Validated column values for a setting, header values sealed; saving also lifts an
+    automatic disable."""
     check_setting(slug, body)
-    check_target(body.url, policy)
+    check_target(body.url, config.allow_targets)
     return {"url": body.url, "method": body.method, "body_format": body.body_format.value,
-            "body": body.body, "headers": body.headers, "enabled": body.enabled,
+            "body": body.body, "headers": config.sealer.seal_values(body.headers),
+            "enabled": body.enabled,
             "minimum_delay_seconds": body.minimum_delay_seconds,
             "max_requests_per_second": body.max_requests_per_second,
             "success_response": body.success_response, "error_response": body.error_response,
@@ -225,10 +228,10 @@ def list_settings(conn: Connection, partner_id: int) -> list[dict[str, Any]]:
 
 
 def put_setting(conn: Connection, partner_id: int, slug: str, body: NotificationSettingIn,
-                policy: AddressPolicy) -> dict[str, Any]:
+                config: Settings) -> dict[str, Any]:
     check_available(conn, partner_id, slug)
     now = datetime.now(UTC)
-    values = setting_values(slug, body, now, policy)
+    values = setting_values(slug, body, now, config)
     where = _global(partner_id, slug)
     if conn.execute(update(notification_setting).where(*where).values(**values)).rowcount == 0:
         conn.execute(insert(notification_setting).values(
@@ -277,31 +280,31 @@ def _contracted_event_type(conn: Connection, partner_id: int, event_type_id: int
 
 
 def add_event_level(conn: Connection, partner_id: int, body: EventLevelSettingIn,
-                    policy: AddressPolicy) -> dict[str, Any]:
+                    config: Settings) -> dict[str, Any]:
     etype = _contracted_event_type(conn, partner_id, body.event_type_id, "event_type_id")
     if etype.program_id != body.program_id:
         raise Invalid("program_id", f"event type {body.event_type_id} belongs to program "
                       f"{etype.program_id}, not {body.program_id}")
-    return _insert_scoped(conn, partner_id, "event_level", body, policy,
+    return _insert_scoped(conn, partner_id, "event_level", body, config,
                           program_id=body.program_id,
                           event_type_id=body.event_type_id)
 
 
 def add_brand_postback(conn: Connection, brand_id: int, partner_id: int,
-                       body: BrandPostbackIn, policy: AddressPolicy) -> dict[str, Any]:
+                       body: BrandPostbackIn, config: Settings) -> dict[str, Any]:
     if conn.execute(select(partner.c.id).where(partner.c.id == partner_id)).first() is None:
         raise NotFound("partner")
     etype = _contracted_event_type(conn, partner_id, body.event_type_id, "event_type_id",
                                    brand_id)
-    return _insert_scoped(conn, partner_id, "brand", body, policy, program_id=etype.program_id,
+    return _insert_scoped(conn, partner_id, "brand", body, config, program_id=etype.program_id,
                           event_type_id=body.event_type_id, brand_id=brand_id)
 
 
 def _insert_scoped(conn: Connection, partner_id: int, scope: str,
-                   body: NotificationSettingIn, policy: AddressPolicy,
+                   body: NotificationSettingIn, config: Settings,
                    **where: int) -> dict[str, Any]:
     now = datetime.now(UTC)
-    values = setting_values(LIFECYCLE, body, now, policy)
+    values = setting_values(LIFECYCLE, body, now, config)
     new_id = conn.execute(insert(notification_setting).values(
         partner_id=partner_id, type=LIFECYCLE, scope=scope, created_at=now, **where,
         **values)).inserted_primary_key

@@ -16,6 +16,7 @@ from postback.core.routing import CLEARING, INQUIRY, LIFECYCLE
 from postback.db.schema import action, event_type, inquiry, notification_setting, partner, program
 from postback.delivery.http import Sender, outgoing_headers
 from postback.models import NotificationSettingIn, SettingTestIn
+from postback.sealing import Sealer
 from postback.services.errors import Invalid, NotFound
 from postback.services.ids import uuid7
 from postback.services.notification_settings import (
@@ -66,7 +67,8 @@ def _inquiry_values(conn: Connection, partner_id: int, inquiry_id: int,
 
 
 def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTestIn,
-            saved: Any = None) -> tuple[dict[str, Any], Compiled, dict[str, Value], str]:
+            sealer: Sealer, saved: Any = None
+            ) -> tuple[dict[str, Any], Compiled, dict[str, Value], str]:
     """The setting to test (``saved``, by default the partner's global one for ``slug``,
     with overrides), compiled, and the values to render."""
     check_available(conn, partner_id, slug)
@@ -78,7 +80,8 @@ def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTest
     if saved is None and overrides.url is None:
         raise Invalid("url", f"no {slug} setting is saved yet; pass url (and method, body) "
                       "to test one before saving it")
-    base: dict[str, Any] = dict(saved) if saved is not None else {
+    base: dict[str, Any] = {**saved, "headers": sealer.open_values(saved["headers"])} \
+        if saved is not None else {
         "url": overrides.url, "method": "GET", "body_format": "json", "body": "",
         "headers": {}, "success_response": None, "error_response": None}
     for field in ("url", "method", "body_format", "body"):
