@@ -189,6 +189,11 @@ class NotificationSettingIn(Strict):
     success_response: Annotated[Text | None, Field(min_length=1, max_length=1000)] = None
     error_response: Annotated[Text | None, Field(min_length=1, max_length=1000)] = None
     extra_triggers: Annotated[list[Literal["LOCKED", "PAID"]], Field(max_length=2)] = []
+    signed: bool = False
+
+
+class RotateIn(Strict):
+    grace_seconds: Annotated[int, Field(ge=0, le=7 * 86400)] = 86400
 
 
 class RecoverIn(Strict):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -9,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from postback.api.deps import Partner, read, write
 from postback.delivery.http import Sender
-from postback.models import EventLevelSettingIn, NotificationSettingIn, SettingTestIn
+from postback.models import EventLevelSettingIn, NotificationSettingIn, RotateIn, SettingTestIn
 from postback.services import notification_settings as ns
 from postback.services import test_tool
 
@@ -76,6 +77,15 @@ async def test_setting(slug: str, body: SettingTestIn, request: Request,
     """Render the saved setting (with any overrides) with sample values, or with one of
     your actions (``sample_id``), send it as production would, and explain the result."""
     return await run_test(request, _id(who), slug, body)
+
+
+@router.post("/{slug}/signing-secret/rotate")
+def rotate(slug: str, body: RotateIn, request: Request, who: Partner) -> dict[str, Any]:
+    """A new signing secret, shown once; the previous one also signs until
+    ``previous_secret_expires_at`` (default 24 h), so you can switch without a gap."""
+    with write(request) as conn:
+        return ns.rotate_signing_secret(conn, _id(who), slug, body.grace_seconds,
+                                        request.app.state.settings, datetime.now(UTC))
 
 
 @router.delete("/{slug}", status_code=204)

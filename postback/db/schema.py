@@ -208,6 +208,11 @@ notification_setting = Table(
     Column("consecutive_failures", Integer, nullable=False, server_default="0"),
     Column("disabled_at", UTCDateTime),
     Column("disabled_reason", Text),
+    # Standard Webhooks signing: sealed whsec_ secrets; the previous one is still used to
+    # sign (beside the new one) until it expires, so receivers can rotate without a gap
+    Column("signing_secret", Text),
+    Column("previous_signing_secret", Text),
+    Column("previous_secret_expires_at", UTCDateTime),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("uq_notification_setting_global", "partner_id", "type", unique=True,

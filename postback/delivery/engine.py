@@ -164,7 +164,8 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, ep: _Endpoint, job: queue.Job) -> None:
-        headers = outgoing_headers(self.settings.user_agent, job.event_id, job.headers)
+        headers = outgoing_headers(self.settings.user_agent, job.event_id, job.headers,
+                                   job.signing_keys, job.signed_content)
         started = datetime.now(UTC)
         try:
             response = await self._sender.send(job.method, job.url, headers, job.body)

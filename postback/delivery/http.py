@@ -14,6 +14,7 @@ from yarl import URL
 from postback.config import Settings
 from postback.core.addresses import AddressPolicy, literal_ip
 from postback.core.retry import ErrorClass
+from postback.core.signing import signature_headers
 from postback.delivery.resolver import BlockedAddress, GuardedResolver
 
 MAX_STORED_BODY = 20 * 1024
@@ -29,10 +30,16 @@ class Response:
     message: str | None
 
 
-def outgoing_headers(user_agent: str, event_id: str, headers: dict[str, str]) -> dict[str, str]:
+def outgoing_headers(user_agent: str, event_id: str, headers: dict[str, str],
+                     signing_keys: tuple[bytes, ...] = (), signed_content: bytes = b""
+                     ) -> dict[str, str]:
     """What every postback carries: our User-Agent, ``webhook-id`` (= ``{EventId}``, the same
-    on every retry), then the delivery's own headers."""
-    return {"User-Agent": user_agent, "webhook-id": event_id, **headers}
+    on every retry), the delivery's own headers, and for a signed setting the Standard
+    Webhooks timestamp and signature of this attempt."""
+    out = {"User-Agent": user_agent, "webhook-id": event_id, **headers}
+    if signing_keys:
+        out.update(signature_headers(event_id, int(time.time()), signed_content, signing_keys))
+    return out
 
 
 def _nxdomain(exc: BaseException) -> bool:

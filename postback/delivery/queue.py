@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
 
+from postback.core.signing import secret_key
 from postback.db.schema import delivery, delivery_attempt, notification_setting, rate_bucket
 from postback.sealing import Sealer
 
@@ -36,6 +37,12 @@ class Job:
     attempt: int
     failures: int
     error_response: str | None = None
+    signing_keys: tuple[bytes, ...] = ()
+
+    @property
+    def signed_content(self) -> bytes:
+        """What the signature covers: the body, or for a GET the full URL."""
+        return self.body if self.body is not None else self.url.encode("utf-8")
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,10 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
                 select(notification_setting.c.id, notification_setting.c.headers,
                        notification_setting.c.success_response,
                        notification_setting.c.error_response,
-                       notification_setting.c.max_requests_per_second)
+                       notification_setting.c.max_requests_per_second,
+                       notification_setting.c.signing_secret,
+                       notification_setting.c.previous_signing_secret,
+                       notification_setting.c.previous_secret_expires_at)
                 .where(notification_setting.c.id.in_(setting_ids)))}
         held: list[dict[str, Any]] = []
         for sid, setting in settings.items():
@@ -147,8 +157,23 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
             error_response=setting.error_response if setting is not None else None,
             body=r.body.encode("utf-8") if r.body is not None else None,
             attempt=r.attempt_count + 1, failures=r.failures,
+            signing_keys=signing_keys(setting.signing_secret, setting.previous_signing_secret,
+                                      setting.previous_secret_expires_at, sealer, now)
+            if setting is not None and sealer is not None else (),
         ))
     return Claim(jobs, wake_in)
+
+
+def signing_keys(secret: str | None, previous: str | None, previous_expires: datetime | None,
+                 sealer: Sealer, now: datetime) -> tuple[bytes, ...]:
+    """The keys that sign a setting's postbacks (sealed secrets in): its secret, and during
+    a rotation's grace period the previous one too."""
+    if not secret:
+        return ()
+    keys = [secret_key(sealer.open(secret))]
+    if previous and previous_expires is not None and previous_expires > now:
+        keys.append(secret_key(sealer.open(previous)))
+    return tuple(keys)
 
 
 _hold = (update(delivery).where(delivery.c.id == bindparam("b_id"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,6 +25,7 @@ from postback.core.render import (
     compile_template,
 )
 from postback.core.routing import CLEARING, EXTRA_TRIGGERS, INQUIRY, LIFECYCLE, PRODUCT
+from postback.core.signing import new_secret
 from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS, Kind, Token
 from postback.core.values import format_date
 from postback.db.schema import (
@@ -171,6 +172,8 @@ def setting_out(row: Any) -> dict[str, Any]:
         "max_requests_per_second": row["max_requests_per_second"],
         "success_response": row["success_response"], "error_response": row["error_response"],
         "extra_triggers": row["extra_triggers"],
+        "signed": bool(row["signing_secret"]),
+        "signing_rotation_ends_at": format_date(row["previous_secret_expires_at"]) or None,
         "disabled_at": format_date(row["disabled_at"]) or None,
         "disabled_reason": row["disabled_reason"],
         "created_at": format_date(row["created_at"]),
@@ -233,10 +236,51 @@ def put_setting(conn: Connection, partner_id: int, slug: str, body: Notification
     now = datetime.now(UTC)
     values = setting_values(slug, body, now, config)
     where = _global(partner_id, slug)
-    if conn.execute(update(notification_setting).where(*where).values(**values)).rowcount == 0:
+    existing = conn.execute(select(notification_setting.c.signing_secret)
+                            .where(*where)).first()
+    revealed = _signing(values, body.signed, existing is not None and bool(
+        existing.signing_secret), config)
+    if existing is not None:
+        conn.execute(update(notification_setting).where(*where).values(**values))
+    else:
         conn.execute(insert(notification_setting).values(
             partner_id=partner_id, type=slug, created_at=now, **values))
-    return setting_out(conn.execute(select(notification_setting).where(*where)).mappings().one())
+    out = setting_out(conn.execute(select(notification_setting).where(*where)).mappings().one())
+    return out if revealed is None else {**out, "signing_secret": revealed}
+
+
+def _signing(values: dict[str, Any], signed: bool, has_secret: bool,
+             config: Settings) -> str | None:
+    """Start or stop signing; returns a newly made secret, which is shown only this once."""
+    if not signed:
+        values.update(signing_secret=None, previous_signing_secret=None,
+                      previous_secret_expires_at=None)
+        return None
+    if has_secret:
+        return None
+    secret = new_secret()
+    values["signing_secret"] = config.sealer.seal(secret)
+    return secret
+
+
+def rotate_signing_secret(conn: Connection, partner_id: int, slug: str, grace_seconds: int,
+                          config: Settings, now: datetime) -> dict[str, Any]:
+    """A new secret (shown once); the old one keeps signing beside it for the grace period."""
+    notification_type(slug)
+    where = _global(partner_id, slug)
+    row = conn.execute(select(notification_setting).where(*where)).mappings().first()
+    if row is None:
+        raise NotFound("event notification setting")
+    if not row["signing_secret"]:
+        raise RuleViolation("not_signed", "this setting does not sign its postbacks; save it "
+                            "with \"signed\": true first", 409)
+    secret = new_secret()
+    expires = now + timedelta(seconds=grace_seconds)
+    conn.execute(update(notification_setting).where(*where).values(
+        signing_secret=config.sealer.seal(secret),
+        previous_signing_secret=row["signing_secret"], previous_secret_expires_at=expires,
+        updated_at=now))
+    return {"signing_secret": secret, "previous_secret_expires_at": format_date(expires)}
 
 
 def delete_setting(conn: Connection, partner_id: int, slug: str) -> None:
@@ -305,12 +349,14 @@ def _insert_scoped(conn: Connection, partner_id: int, scope: str,
                    **where: int) -> dict[str, Any]:
     now = datetime.now(UTC)
     values = setting_values(LIFECYCLE, body, now, config)
+    revealed = _signing(values, body.signed, False, config)
     new_id = conn.execute(insert(notification_setting).values(
         partner_id=partner_id, type=LIFECYCLE, scope=scope, created_at=now, **where,
         **values)).inserted_primary_key
     assert new_id is not None
-    return setting_out(conn.execute(select(notification_setting).where(
+    out = setting_out(conn.execute(select(notification_setting).where(
         notification_setting.c.id == new_id[0])).mappings().one())
+    return out if revealed is None else {**out, "signing_secret": revealed}
 
 
 def list_scoped(conn: Connection, partner_id: int, scope: str,

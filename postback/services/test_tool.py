@@ -15,6 +15,7 @@ from postback.core.retry import classify
 from postback.core.routing import CLEARING, INQUIRY, LIFECYCLE
 from postback.db.schema import action, event_type, inquiry, notification_setting, partner, program
 from postback.delivery.http import Sender, outgoing_headers
+from postback.delivery.queue import signing_keys
 from postback.models import NotificationSettingIn, SettingTestIn
 from postback.sealing import Sealer
 from postback.services.errors import Invalid, NotFound
@@ -80,10 +81,17 @@ def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTest
     if saved is None and overrides.url is None:
         raise Invalid("url", f"no {slug} setting is saved yet; pass url (and method, body) "
                       "to test one before saving it")
-    base: dict[str, Any] = {**saved, "headers": sealer.open_values(saved["headers"])} \
-        if saved is not None else {
-        "url": overrides.url, "method": "GET", "body_format": "json", "body": "",
-        "headers": {}, "success_response": None, "error_response": None}
+    if saved is not None:
+        base: dict[str, Any] = {
+            **saved, "headers": sealer.open_values(saved["headers"]),
+            "signing_keys": signing_keys(saved["signing_secret"],
+                                         saved["previous_signing_secret"],
+                                         saved["previous_secret_expires_at"], sealer,
+                                         datetime.now(UTC))}
+    else:
+        base = {"url": overrides.url, "method": "GET", "body_format": "json", "body": "",
+                "headers": {}, "success_response": None, "error_response": None,
+                "signing_keys": ()}
     for field in ("url", "method", "body_format", "body"):
         value = getattr(overrides, field)
         if value is not None:
@@ -111,7 +119,9 @@ async def send_test(sender: Sender, setting: dict[str, Any], compiled: Compiled,
     url = compiled.url.render(values)
     body = compiled.body.render(values) if is_post and compiled.body else None
     base = {"Content-Type": CONTENT_TYPES[BodyFormat(setting["body_format"])]} if is_post else {}
-    headers = outgoing_headers(sender.user_agent, event_id, {**base, **setting["headers"]})
+    headers = outgoing_headers(sender.user_agent, event_id, {**base, **setting["headers"]},
+                               setting["signing_keys"],
+                               body.encode("utf-8") if body is not None else url.encode("utf-8"))
     started = datetime.now(UTC)
     response = await sender.send(setting["method"], url, headers,
                                  body.encode("utf-8") if body is not None else None)
