@@ -49,6 +49,7 @@ def _clean_text(value: str) -> str:
     return value
 
 
+Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Cents = Annotated[int, BeforeValidator(_money), AfterValidator(_non_negative)]
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 Text = Annotated[str, AfterValidator(_clean_text)]
@@ -78,7 +79,7 @@ class PartnerIn(Strict):
 
 class ApiKeyIn(Strict):
     account_type: Literal["brand", "partner"]
-    account_id: int
+    account_id: Id
 
 
 class ProgramIn(Strict):
@@ -103,7 +104,7 @@ class ClearingIn(Strict):
 
 
 class ContractIn(Strict):
-    event_type_ids: Annotated[list[int], Field(min_length=1, max_length=1000)]
+    event_type_ids: Annotated[list[Id], Field(min_length=1, max_length=1000)]
     locking: LockingIn
     clearing: ClearingIn
 
@@ -118,9 +119,9 @@ class ItemIn(Strict):
 
 
 class ActionIn(Strict):
-    program_id: int
-    event_type_id: int
-    partner_id: int
+    program_id: Id
+    event_type_id: Id
+    partner_id: Id
     oid: Annotated[Text, Field(min_length=1, max_length=255)]
     amount: Cents
     payout: Cents
@@ -210,24 +211,24 @@ class SettingTestIn(Strict):
     method: Literal["GET", "POST"] | None = None
     body_format: BodyFormat | None = None
     body: Annotated[Text | None, Field(max_length=65536)] = None
-    sample_id: int | None = None
+    sample_id: Id | None = None
 
 
 class EventLevelSettingIn(NotificationSettingIn):
     """An Action Life Cycle setting for one (program, event type): new actions only."""
 
-    program_id: int
-    event_type_id: int
+    program_id: Id
+    event_type_id: Id
 
 
 class BrandPostbackIn(NotificationSettingIn):
     """A postback a brand creates for one partner, for one event type in its contract."""
 
-    event_type_id: int
+    event_type_id: Id
 
 
 class InquiryIn(Strict):
-    program_id: int
+    program_id: Id
     inquiry_type: Literal["UNTRACKED", "INCORRECT", "DECLINED"]
     oid: Annotated[Text, Field(min_length=1, max_length=255)]
     transaction_date: AwareDatetime
@@ -240,7 +241,7 @@ class InquiryIn(Strict):
 
 class ResolveIn(Strict):
     resolution_status: Literal["VALID", "DECLINED"]
-    event_type_id: int | None = None
+    event_type_id: Id | None = None
     amount: Cents | None = None
     payout: Cents | None = None
     transaction_date: AwareDatetime | None = None
@@ -252,7 +253,7 @@ class AutoApprovalIn(Strict):
     days: Annotated[int, Field(ge=0, le=365)] = 0
     max_expected_payout: Cents | None = None
     monthly_cap: Cents | None = None
-    event_type_id: int | None = None
+    event_type_id: Id | None = None
 
 
 class InquirySettingsIn(Strict):

@@ -70,7 +70,7 @@ def test_batches_are_capped_at_10000(world: World) -> None:
 
 @pytest.mark.parametrize(("fields", "status", "rule", "text"), [
     ({"oid": "DUP"}, 409, "oid_reused", "oid 'DUP' is already used"),
-    ({"event_type_id": -1}, 422, "invalid", "event type -1 is not in program"),
+    ({"event_type_id": 999_999}, 422, "invalid", "event type 999999 is not in program"),
 ])
 def test_report_rules(world: World, fields: dict[str, Any], status: int, rule: str,
                       text: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from postback.api.deps import Operator, principal, write
+from postback.api.deps import IdPath, Operator, principal, write
 from postback.models import ApiKeyIn, BrandIn, PartnerIn
 from postback.services import accounts
 from postback.services.accounts import Principal
@@ -34,7 +34,7 @@ def issue_key(body: ApiKeyIn, request: Request, _: Operator) -> dict[str, Any]:
 
 
 @router.delete("/api-keys/{key_id}", status_code=204)
-def revoke_key(key_id: int, request: Request, _: Operator) -> Response:
+def revoke_key(key_id: IdPath, request: Request, _: Operator) -> Response:
     with write(request) as conn:
         accounts.revoke_key(conn, key_id)
     return Response(status_code=204)

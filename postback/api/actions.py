@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from postback.api.deps import Brand, BrandOrPartner, read, wake, write
+from postback.api.deps import Brand, BrandOrPartner, IdPath, IdQuery, read, wake, write
 from postback.models import ActionBatchIn, ActionIn, ActionPatchIn, ReasonIn
 from postback.services import ledger
 
@@ -41,9 +41,9 @@ def report_batch(body: ActionBatchIn, request: Request, who: Brand) -> dict[str,
 def list_actions(
     request: Request, who: BrandOrPartner,
     status: Literal["PENDING", "APPROVED", "REVERSED"] | None = None,
-    program_id: int | None = None, oid: str | None = None,
+    program_id: IdQuery = None, oid: str | None = None,
     since: datetime | None = None, until: datetime | None = None,
-    cursor: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: IdQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     scope = {"brand_id": _id(who)} if who.role == "brand" else {"partner_id": _id(who)}
     with read(request) as conn:
@@ -52,14 +52,14 @@ def list_actions(
 
 
 @router.get("/{action_id}")
-def get_action(action_id: int, request: Request, who: BrandOrPartner) -> dict[str, Any]:
+def get_action(action_id: IdPath, request: Request, who: BrandOrPartner) -> dict[str, Any]:
     scope = {"brand_id": _id(who)} if who.role == "brand" else {"partner_id": _id(who)}
     with read(request) as conn:
         return ledger.get_action(conn, action_id, **scope)
 
 
 @router.patch("/{action_id}")
-def modify(action_id: int, body: ActionPatchIn, request: Request, who: Brand) -> dict[str, Any]:
+def modify(action_id: IdPath, body: ActionPatchIn, request: Request, who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         row = ledger.modify_action(conn, _id(who), action_id, body, datetime.now(UTC))
     wake(request)
@@ -67,7 +67,7 @@ def modify(action_id: int, body: ActionPatchIn, request: Request, who: Brand) ->
 
 
 @router.post("/{action_id}/reverse")
-def reverse(action_id: int, body: ReasonIn, request: Request, who: Brand) -> dict[str, Any]:
+def reverse(action_id: IdPath, body: ReasonIn, request: Request, who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         row = ledger.reverse_action(conn, _id(who), action_id, body.reason, datetime.now(UTC))
     wake(request)
@@ -75,7 +75,7 @@ def reverse(action_id: int, body: ReasonIn, request: Request, who: Brand) -> dic
 
 
 @router.post("/{action_id}/approve")
-def approve(action_id: int, request: Request, who: Brand) -> dict[str, Any]:
+def approve(action_id: IdPath, request: Request, who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         row = ledger.approve_action(conn, _id(who), action_id, datetime.now(UTC))
     return ledger.action_out(row)

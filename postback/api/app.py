@@ -23,6 +23,7 @@ from postback.api import (
     notifications,
     programs,
 )
+from postback.api.limits import BodyLimit
 from postback.config import Settings
 from postback.db.engine import reader
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
     app.state.db = db
     app.state.wake = wake or (lambda: None)
     errors.install(app)
+    app.add_middleware(BodyLimit)
     for module in (accounts, programs, catalog, actions, inquiries, notifications,
                    brand_postbacks, deliveries):
         app.include_router(module.router)
@@ -53,6 +55,12 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="/docs-assets/favicon-32x32.png")
+
+    @app.get("/v1/ip-ranges", tags=["health"])
+    def ip_ranges() -> dict[str, list[str]]:
+        """The address ranges postbacks come from, for partners' allow-lists (no key
+        needed), like GitHub's ``/meta`` hooks field."""
+        return {"postbacks": list(settings.egress_ranges)}
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

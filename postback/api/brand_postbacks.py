@@ -7,7 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request, Response
 
-from postback.api.deps import Brand, Partner, read, write
+from postback.api.deps import Brand, IdPath, Partner, read, write
 from postback.api.notifications import run_test
 from postback.core.routing import LIFECYCLE
 from postback.models import BrandPostbackIn, SettingTestIn
@@ -22,7 +22,7 @@ def _id(who: Brand | Partner) -> int:
 
 
 @router.post("/partners/{partner_id}/postbacks", status_code=201)
-def create(partner_id: int, body: BrandPostbackIn, request: Request,
+def create(partner_id: IdPath, body: BrandPostbackIn, request: Request,
            who: Brand) -> dict[str, Any]:
     """Only for an event type in that partner's contract on one of your programs."""
     with write(request) as conn:
@@ -30,14 +30,14 @@ def create(partner_id: int, body: BrandPostbackIn, request: Request,
 
 
 @router.get("/partners/{partner_id}/postbacks")
-def list_for_partner(partner_id: int, request: Request, who: Brand) -> dict[str, Any]:
+def list_for_partner(partner_id: IdPath, request: Request, who: Brand) -> dict[str, Any]:
     with read(request) as conn:
         return {"items": ns.list_scoped(conn, partner_id, "brand", brand_id=_id(who)),
                 "next_cursor": None}
 
 
 @router.delete("/partners/{partner_id}/postbacks/{setting_id}", status_code=204)
-def delete(partner_id: int, setting_id: int, request: Request, who: Brand) -> Response:
+def delete(partner_id: IdPath, setting_id: IdPath, request: Request, who: Brand) -> Response:
     with write(request) as conn:
         ns.delete_scoped(conn, partner_id, "brand", setting_id, brand_id=_id(who))
     return Response(status_code=204)
@@ -50,6 +50,6 @@ def list_mine(request: Request, who: Partner) -> dict[str, Any]:
 
 
 @router.post("/brand-postbacks/{setting_id}/test")
-async def test(setting_id: int, body: SettingTestIn, request: Request,
+async def test(setting_id: IdPath, body: SettingTestIn, request: Request,
                who: Partner) -> dict[str, Any]:
     return await run_test(request, _id(who), LIFECYCLE, body, ("brand", setting_id))

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from postback.api.deps import Brand, read, wake, write
+from postback.api.deps import Brand, IdPath, read, wake, write
 from postback.models import CatalogBulkIn, CatalogItemIn
 from postback.services import catalog
 
@@ -20,7 +20,7 @@ def _id(who: Brand) -> int:
 
 
 @router.post("/bulk")
-def bulk(program_id: int, body: CatalogBulkIn, request: Request, who: Brand) -> dict[str, int]:
+def bulk(program_id: IdPath, body: CatalogBulkIn, request: Request, who: Brand) -> dict[str, int]:
     """Upsert up to 10,000 items; only real changes notify partners."""
     with write(request) as conn:
         out = catalog.bulk_upsert(conn, _id(who), program_id, body, datetime.now(UTC))
@@ -29,7 +29,7 @@ def bulk(program_id: int, body: CatalogBulkIn, request: Request, who: Brand) -> 
 
 
 @router.put("/{item_id}")
-def put(program_id: int, item_id: str, body: CatalogItemIn, request: Request,
+def put(program_id: IdPath, item_id: str, body: CatalogItemIn, request: Request,
         who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         out = catalog.put_item(conn, _id(who), program_id, item_id, body, datetime.now(UTC))
@@ -38,7 +38,7 @@ def put(program_id: int, item_id: str, body: CatalogItemIn, request: Request,
 
 
 @router.delete("/{item_id}", status_code=204)
-def remove(program_id: int, item_id: str, request: Request, who: Brand) -> Response:
+def remove(program_id: IdPath, item_id: str, request: Request, who: Brand) -> Response:
     with write(request) as conn:
         catalog.delete_item(conn, _id(who), program_id, item_id, datetime.now(UTC))
     wake(request)
@@ -46,13 +46,13 @@ def remove(program_id: int, item_id: str, request: Request, who: Brand) -> Respo
 
 
 @router.get("")
-def list_items(program_id: int, request: Request, who: Brand, cursor: str | None = None,
+def list_items(program_id: IdPath, request: Request, who: Brand, cursor: str | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     with read(request) as conn:
         return catalog.list_items(conn, _id(who), program_id, cursor, limit)
 
 
 @router.get("/{item_id}")
-def get(program_id: int, item_id: str, request: Request, who: Brand) -> dict[str, Any]:
+def get(program_id: IdPath, item_id: str, request: Request, who: Brand) -> dict[str, Any]:
     with read(request) as conn:
         return catalog.get_item(conn, _id(who), program_id, item_id)

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from postback.api.deps import Partner, read, wake, write
+from postback.api.deps import IdPath, IdQuery, Partner, read, wake, write
 from postback.models import RecoverIn
 from postback.services import deliveries
 
@@ -23,9 +23,9 @@ def _id(who: Partner) -> int:
 def list_deliveries(
     request: Request, who: Partner,
     status: Literal["pending", "succeeded", "failed"] | None = None,
-    trigger: str | None = None, action_id: int | None = None,
+    trigger: str | None = None, action_id: IdQuery = None,
     since: datetime | None = None, until: datetime | None = None,
-    cursor: int | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: IdQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     with read(request) as conn:
         return deliveries.list_deliveries(conn, _id(who), status=status, trigger=trigger,
@@ -44,13 +44,13 @@ def recover(body: RecoverIn, request: Request, who: Partner) -> dict[str, int]:
 
 
 @router.get("/{delivery_id}")
-def get_delivery(delivery_id: int, request: Request, who: Partner) -> dict[str, Any]:
+def get_delivery(delivery_id: IdPath, request: Request, who: Partner) -> dict[str, Any]:
     with read(request) as conn:
         return deliveries.get_delivery(conn, _id(who), delivery_id)
 
 
 @router.post("/{delivery_id}/resend")
-def resend(delivery_id: int, request: Request, who: Partner) -> dict[str, Any]:
+def resend(delivery_id: IdPath, request: Request, who: Partner) -> dict[str, Any]:
     with write(request) as conn:
         out = deliveries.resend_delivery(conn, _id(who), delivery_id, datetime.now(UTC))
     wake(request)

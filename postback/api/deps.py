@@ -6,7 +6,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
 from sqlalchemy import Connection, Engine
 
 from postback.db.engine import reader
@@ -57,6 +57,9 @@ def wake(request: Request) -> None:
     request.app.state.wake()
 
 
+MAX_ID = 2**63 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 Operator = Annotated[Principal, Depends(role("operator"))]
 Brand = Annotated[Principal, Depends(role("brand"))]
 Partner = Annotated[Principal, Depends(role("partner"))]

@@ -75,5 +75,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        message = str(exc.detail)
+        if message == "There was an error parsing the body":
+            message = "the body is not valid JSON (it must be UTF-8 text)"
         return JSONResponse(status_code=exc.status_code, headers=exc.headers, content={
-            "error": _CODES.get(exc.status_code, "error"), "message": str(exc.detail)})
+            "error": _CODES.get(exc.status_code, "error"), "message": message})

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
-from postback.api.deps import Brand, BrandOrPartner, Partner, read, wake, write
+from postback.api.deps import Brand, BrandOrPartner, IdPath, IdQuery, Partner, read, wake, write
 from postback.models import InquiryIn, InquirySettingsIn, ResolveIn
 from postback.services import inquiries
 from postback.services.programs import get_program
@@ -32,7 +32,7 @@ def create(body: InquiryIn, request: Request, who: Partner) -> dict[str, Any]:
 @router.get("/inquiries")
 def list_inquiries(request: Request, who: BrandOrPartner,
                    state: Literal["OPEN", "RESOLVED", "CLOSED"] | None = None,
-                   cursor: int | None = None,
+                   cursor: IdQuery = None,
                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     with read(request) as conn:
         return inquiries.list_inquiries(conn, state=state, cursor=cursor, limit=limit,
@@ -40,13 +40,13 @@ def list_inquiries(request: Request, who: BrandOrPartner,
 
 
 @router.get("/inquiries/{inquiry_id}")
-def get(inquiry_id: int, request: Request, who: BrandOrPartner) -> dict[str, Any]:
+def get(inquiry_id: IdPath, request: Request, who: BrandOrPartner) -> dict[str, Any]:
     with read(request) as conn:
         return inquiries.get_inquiry(conn, inquiry_id, **_owner(who))
 
 
 @router.post("/inquiries/{inquiry_id}/close")
-def close(inquiry_id: int, request: Request, who: Partner) -> dict[str, Any]:
+def close(inquiry_id: IdPath, request: Request, who: Partner) -> dict[str, Any]:
     assert who.account_id is not None
     with write(request) as conn:
         out = inquiries.close_inquiry(conn, who.account_id, inquiry_id, datetime.now(UTC))
@@ -55,7 +55,7 @@ def close(inquiry_id: int, request: Request, who: Partner) -> dict[str, Any]:
 
 
 @router.post("/inquiries/{inquiry_id}/resolve")
-def resolve(inquiry_id: int, body: ResolveIn, request: Request, who: Brand) -> dict[str, Any]:
+def resolve(inquiry_id: IdPath, body: ResolveIn, request: Request, who: Brand) -> dict[str, Any]:
     """VALID creates the action (ReferringType ACTION_INQUIRY, a TRACKED postback);
     DECLINED needs one of the exact reject reasons."""
     assert who.account_id is not None
@@ -67,7 +67,7 @@ def resolve(inquiry_id: int, body: ResolveIn, request: Request, who: Brand) -> d
 
 
 @router.put("/programs/{program_id}/inquiry-settings")
-def put_settings(program_id: int, body: InquirySettingsIn, request: Request,
+def put_settings(program_id: IdPath, body: InquirySettingsIn, request: Request,
                  who: Brand) -> dict[str, Any]:
     assert who.account_id is not None
     with write(request) as conn:
@@ -75,7 +75,7 @@ def put_settings(program_id: int, body: InquirySettingsIn, request: Request,
 
 
 @router.get("/programs/{program_id}/inquiry-settings")
-def get_settings(program_id: int, request: Request, who: Brand) -> dict[str, Any]:
+def get_settings(program_id: IdPath, request: Request, who: Brand) -> dict[str, Any]:
     assert who.account_id is not None
     with read(request) as conn:
         get_program(conn, who.account_id, program_id)  # 404 unless it is yours

@@ -8,7 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from postback.api.deps import Partner, read, write
+from postback.api.deps import IdPath, Partner, read, write
 from postback.delivery.http import Sender
 from postback.models import EventLevelSettingIn, NotificationSettingIn, RotateIn, SettingTestIn
 from postback.services import notification_settings as ns
@@ -49,7 +49,7 @@ def list_event_level(request: Request, who: Partner) -> dict[str, Any]:
 
 
 @router.delete("/action-lifecycle/event-level/{setting_id}", status_code=204)
-def delete_event_level(setting_id: int, request: Request, who: Partner) -> Response:
+def delete_event_level(setting_id: IdPath, request: Request, who: Partner) -> Response:
     with write(request) as conn:
         ns.delete_scoped(conn, _id(who), "event_level", setting_id)
     return Response(status_code=204)

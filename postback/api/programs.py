@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from postback.api.deps import Brand, read, write
+from postback.api.deps import Brand, IdPath, read, write
 from postback.models import ContractIn, EventTypeIn, ProgramIn
 from postback.services import programs
 
@@ -31,20 +31,20 @@ def list_programs(request: Request, who: Brand) -> dict[str, Any]:
 
 
 @router.get("/{program_id}")
-def get_program(program_id: int, request: Request, who: Brand) -> dict[str, Any]:
+def get_program(program_id: IdPath, request: Request, who: Brand) -> dict[str, Any]:
     with read(request) as conn:
         return programs.get_program(conn, _brand_id(who), program_id)
 
 
 @router.post("/{program_id}/event-types", status_code=201)
-def add_event_type(program_id: int, body: EventTypeIn, request: Request,
+def add_event_type(program_id: IdPath, body: EventTypeIn, request: Request,
                    who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         return programs.add_event_type(conn, _brand_id(who), program_id, body)
 
 
 @router.put("/{program_id}/contracts/{partner_id}")
-def put_contract(program_id: int, partner_id: int, body: ContractIn, request: Request,
+def put_contract(program_id: IdPath, partner_id: IdPath, body: ContractIn, request: Request,
                  who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         return programs.put_contract(conn, _brand_id(who), program_id, partner_id, body)
