@@ -17,11 +17,12 @@ from tests.conftest import LOOPBACK_ENV, build_world
 from tests.receiver import Answer, Receiver
 
 
-def start_worker(db_url: str, poll: str = "0.1") -> subprocess.Popen[bytes]:
+def start_worker(db_url: str, poll: str = "0.1", **extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, **LOOPBACK_ENV, "POSTBACK_DATABASE_URL": db_url,
            "POSTBACK_LEASE_SECONDS": "2",
            "POSTBACK_POLL_INTERVAL": poll, "POSTBACK_CLAIM_BATCH": "50",
-           "POSTBACK_ENDPOINT_CONCURRENCY": "8", "POSTBACK_RETRY_SCHEDULE": "0.1,0.1,0.1"}
+           "POSTBACK_ENDPOINT_CONCURRENCY": "8", "POSTBACK_RETRY_SCHEDULE": "0.1,0.1,0.1",
+           **extra}
     return subprocess.Popen([sys.executable, "-m", "postback", "worker"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

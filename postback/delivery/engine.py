@@ -114,7 +114,7 @@ class Engine:
                 try:
                     claimed = await asyncio.to_thread(
                         queue.claim, self.db, self.name, limit, datetime.now(UTC),
-                        s.lease_seconds, self._saturated(), s.sealer)
+                        s.lease_seconds, self._room(), 2 * s.endpoint_concurrency, s.sealer)
                 except Exception:
                     log.exception("claim failed; retrying in 1 s")
                     await asyncio.sleep(1)
@@ -133,9 +133,10 @@ class Engine:
         assert self._loop is not None and self._wakeup is not None
         self._loop.call_later(delay, self._wakeup.set)
 
-    def _saturated(self) -> list[int]:
+    def _room(self) -> dict[int, int]:
+        """Free places per endpoint this worker holds work for."""
         cap = 2 * self.settings.endpoint_concurrency
-        return [k for k, ep in self._endpoints.items() if k is not None and ep.held >= cap]
+        return {k: cap - ep.held for k, ep in self._endpoints.items() if k is not None}
 
     async def _dispatch(self, jobs: list[queue.Job]) -> None:
         cap = self.settings.endpoint_concurrency
@@ -174,6 +175,7 @@ class Engine:
             log.exception("delivery %s: unexpected error; it is retried when its lease ends",
                           job.id)
         finally:
+            low = self.settings.endpoint_concurrency  # half of what an endpoint may hold
             ep.active -= 1
             self._held -= 1
             if ep.waiting and not self._stopping:
@@ -182,7 +184,12 @@ class Engine:
                 self._endpoints.pop(job.setting_id, None)
             if len(self._results) >= FLUSH_SIZE and self._flush_now is not None:
                 self._flush_now.set()
-            if self._held <= self.settings.max_in_flight // 2 and self._wakeup is not None:
+            # claim again when that brings a worthwhile batch: this endpoint has drained to
+            # half of what it may hold, or the worker as a whole to half its capacity
+            # (waking on every completion would claim one delivery at a time, and spin on
+            # empty claims while a single busy endpoint is left out of them)
+            if self._wakeup is not None and (
+                    ep.held == low - 1 or self._held == self.settings.max_in_flight // 2):
                 self._wakeup.set()
 
     def _result(self, job: queue.Job, started: datetime, headers: dict[str, str],

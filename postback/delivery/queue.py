@@ -9,7 +9,7 @@ the claim is one write transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,30 +93,55 @@ def _take_tokens(conn: Connection, setting_id: int, rate: float, wanted: int,
     return take
 
 
-def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds: float,
-          exclude: Iterable[int] = (), sealer: Sealer | None = None) -> Claim:
-    """Lease up to ``limit`` due deliveries to ``worker``, oldest due first.
+def _choose(candidates: Sequence[Any], limit: int, room: Mapping[int, int],
+            default_room: int) -> list[int]:
+    """Up to ``limit`` ids, oldest first, no endpoint given more than it has room for."""
+    left = dict(room)
+    chosen: list[int] = []
+    for row in candidates:
+        key = row.setting_id
+        if key is not None:
+            free = left.get(key, default_room)
+            if free <= 0:
+                continue
+            left[key] = free - 1
+        chosen.append(row.id)
+        if len(chosen) == limit:
+            break
+    return chosen
 
+
+def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds: float,
+          room: Mapping[int, int] | None = None, default_room: int = 1 << 30,
+          sealer: Sealer | None = None) -> Claim:
+    """Lease up to ``limit`` due deliveries to ``worker``, oldest due first, giving no
+    endpoint more than ``room`` (its free places in this worker; ``default_room`` for one
+    it holds nothing of).
+
+    Candidates are read (row-locked, skipping rows other workers hold) and only the chosen
+    ones are written, so a busy endpoint costs no writes for what it cannot take now.
     Endpoints with a Maximum Requests per second get only what their shared bucket allows;
     the rest is handed back at once, spaced at the endpoint's rate, with no attempt charged.
     """
-    due = (select(delivery.c.id)
-           .where(delivery.c.status == "pending", delivery.c.next_attempt_at <= now)
-           .order_by(delivery.c.next_attempt_at).limit(limit)
-           .with_for_update(skip_locked=True))
-    excluded = list(exclude)
-    if excluded:
-        due = due.where(or_(delivery.c.setting_id.is_(None),
-                            delivery.c.setting_id.not_in(excluded)))
-    stmt = (update(delivery)
-            .where(delivery.c.id.in_(due.scalar_subquery()))
+    room = room or {}
+    full = [key for key, free in room.items() if free <= 0]
+    candidates = (select(delivery.c.id, delivery.c.setting_id)
+                  .where(delivery.c.status == "pending", delivery.c.next_attempt_at <= now)
+                  .order_by(delivery.c.next_attempt_at).limit(limit * 4)
+                  .with_for_update(skip_locked=True))
+    if full:
+        candidates = candidates.where(or_(delivery.c.setting_id.is_(None),
+                                          delivery.c.setting_id.not_in(full)))
+    wake_in: float | None = None
+    with engine.begin() as conn:
+        chosen = _choose(conn.execute(candidates).all(), limit, room, default_room)
+        rows = sorted(conn.execute(
+            update(delivery).where(delivery.c.id.in_(chosen))
             .values(lease_owner=worker, next_attempt_at=now + timedelta(seconds=lease_seconds))
             .returning(delivery.c.id, delivery.c.event_id, delivery.c.setting_id,
                        delivery.c.method, delivery.c.url, delivery.c.headers, delivery.c.body,
-                       delivery.c.attempt_count, delivery.c.failures))
-    wake_in: float | None = None
-    with engine.begin() as conn:
-        rows = sorted(conn.execute(stmt).all(), key=lambda r: r.id)
+                       delivery.c.attempt_count, delivery.c.failures)).all(),
+            key=lambda r: r.id) if chosen else []
         setting_ids = {r.setting_id for r in rows if r.setting_id is not None}
         settings: dict[int, Any] = {}
         if setting_ids:
