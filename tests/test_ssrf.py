@@ -114,3 +114,34 @@ def test_a_redirect_to_the_metadata_service_is_not_followed(world: World) -> Non
         assert len(receiver.requests) == 1
     finally:
         receiver.close()
+
+
+def test_egress_source_address_is_what_the_receiver_sees() -> None:
+    """Bound to 127.0.0.2 (any loopback address works without set-up on Linux), the
+    receiver sees that source address."""
+    seen: list[str] = []
+    receiver = Receiver()
+    original = receiver.server.RequestHandlerClass.handle
+
+    def handle(self: Any) -> None:
+        seen.append(self.client_address[0])
+        original(self)
+
+    receiver.server.RequestHandlerClass.handle = handle  # type: ignore[method-assign]
+    try:
+        async def go() -> Any:
+            async with Sender(1.0, 2.0, 4, "test", AddressPolicy.parse("127.0.0.0/8"),
+                              source_address="127.0.0.2") as sender:
+                return await sender.send("GET", f"{receiver.url}/pb", {}, None)
+
+        assert asyncio.run(go()).status == 200
+        assert seen == ["127.0.0.2"]
+    finally:
+        receiver.close()
+
+
+def test_ip_ranges_are_published_without_a_key(make_service: Any) -> None:
+    service = make_service(egress_ranges=("203.0.113.0/28", "2001:db8::/64"))
+    response = service.client.get("/v1/ip-ranges")
+    assert response.status_code == 200
+    assert response.json() == {"postbacks": ["203.0.113.0/28", "2001:db8::/64"]}
