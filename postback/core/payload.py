@@ -29,17 +29,22 @@ class ActionContext:
     event_id: str
 
 
-def _text(key: str) -> Callable[[ActionContext], str]:
-    return lambda c: "" if c.action.get(key) is None else str(c.action[key])
+def _text(key: str, row: str = "action") -> Callable[[Any], str]:
+    """A getter for a row field (``row``: the context attribute holding the row)."""
+    def get(c: Any) -> str:
+        value = getattr(c, row).get(key)
+        return "" if value is None else str(value)
+
+    return get
 
 
-def _money(key: str) -> Callable[[ActionContext], str]:
-    return lambda c: format_money(c.action[key])
+def _money(key: str, row: str = "action") -> Callable[[Any], str]:
+    return lambda c: format_money(getattr(c, row).get(key))
 
 
-def _date(key: str) -> Callable[[ActionContext], str]:
-    def get(c: ActionContext) -> str:
-        value = c.action.get(key)
+def _date(key: str, row: str = "action") -> Callable[[Any], str]:
+    def get(c: Any) -> str:
+        value = getattr(c, row).get(key)
         return format_date(value) if isinstance(value, datetime) else ""
 
     return get
@@ -127,20 +132,16 @@ class InquiryContext:
     event_id: str
 
 
-def _iq_text(key: str) -> Callable[[InquiryContext], str]:
-    return lambda c: "" if c.inquiry.get(key) is None else str(c.inquiry[key])
+def _iq_text(key: str) -> Callable[[Any], str]:
+    return _text(key, "inquiry")
 
 
-def _iq_money(key: str) -> Callable[[InquiryContext], str]:
-    return lambda c: format_money(c.inquiry.get(key))
+def _iq_money(key: str) -> Callable[[Any], str]:
+    return _money(key, "inquiry")
 
 
-def _iq_date(key: str) -> Callable[[InquiryContext], str]:
-    def get(c: InquiryContext) -> str:
-        value = c.inquiry.get(key)
-        return format_date(value) if isinstance(value, datetime) else ""
-
-    return get
+def _iq_date(key: str) -> Callable[[Any], str]:
+    return _date(key, "inquiry")
 
 
 INQUIRY_GETTERS: dict[str, Callable[[InquiryContext], Value]] = {

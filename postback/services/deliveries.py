@@ -14,6 +14,7 @@ from postback.db.engine import reader
 from postback.db.schema import delivery, delivery_attempt
 from postback.db.wakeup import notify_due
 from postback.services.errors import NotFound
+from postback.services.paging import page
 
 
 def delivery_out(row: Any) -> dict[str, Any]:
@@ -45,8 +46,7 @@ def list_deliveries(conn: Connection, partner_id: int, *, status: str | None = N
                     trigger: str | None = None, action_id: int | None = None,
                     since: datetime | None = None, until: datetime | None = None,
                     cursor: int | None = None, limit: int = 100) -> dict[str, Any]:
-    query = (select(delivery).where(delivery.c.partner_id == partner_id)
-             .order_by(delivery.c.id.desc()).limit(limit + 1))
+    query = select(delivery).where(delivery.c.partner_id == partner_id)
     for column, value in ((delivery.c.status, status), (delivery.c.trigger, trigger),
                           (delivery.c.action_id, action_id)):
         if value is not None:
@@ -55,13 +55,7 @@ def list_deliveries(conn: Connection, partner_id: int, *, status: str | None = N
         query = query.where(delivery.c.created_at >= since)
     if until is not None:
         query = query.where(delivery.c.created_at < until)
-    if cursor is not None:
-        query = query.where(delivery.c.id < cursor)
-    rows = conn.execute(query).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [delivery_out(r) for r in rows],
-            "next_cursor": str(rows[-1].id) if more and rows else None}
+    return page(conn, query, delivery, cursor, limit, delivery_out)
 
 
 def get_delivery(conn: Connection, partner_id: int, delivery_id: int) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from postback.services.errors import Invalid, NotFound
 from postback.services.ledger import report_actions
 from postback.services.notification_settings import check_available
 from postback.services.outbox import enqueue_inquiry_events
+from postback.services.paging import page
 
 log = logging.getLogger("postback.inquiries")
 CREATED, RESOLVED = "INQUIRY_CREATED", "INQUIRY_RESOLVED"
@@ -185,18 +186,12 @@ def get_inquiry(conn: Connection, inquiry_id: int, **owner: int) -> dict[str, An
 
 def list_inquiries(conn: Connection, *, state: str | None = None, cursor: int | None = None,
                    limit: int = 100, **owner: int) -> dict[str, Any]:
-    query = select(inquiry).order_by(inquiry.c.id.desc()).limit(limit + 1)
+    query = select(inquiry)
     for key, value in owner.items():
         query = query.where(inquiry.c[key] == value)
     if state is not None:
         query = query.where(inquiry.c.state == state)
-    if cursor is not None:
-        query = query.where(inquiry.c.id < cursor)
-    rows = conn.execute(query).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [inquiry_out(r) for r in rows],
-            "next_cursor": str(rows[-1].id) if more and rows else None}
+    return page(conn, query, inquiry, cursor, limit, inquiry_out)
 
 
 def run_auto_approvals(conn: Connection, as_of: datetime, now: datetime,

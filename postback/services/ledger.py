@@ -29,6 +29,7 @@ from postback.db.schema import action, action_update, contract, event_type, prog
 from postback.models import ActionIn, ActionPatchIn
 from postback.services.errors import Invalid, NotFound
 from postback.services.outbox import ActionEvent, enqueue_action_events
+from postback.services.paging import page
 
 
 def _terms(row: Any) -> Terms:
@@ -267,7 +268,7 @@ def list_actions(conn: Connection, *, brand_id: int | None = None,
                  program_id: int | None = None, oid: str | None = None,
                  since: datetime | None = None, until: datetime | None = None,
                  cursor: int | None = None, limit: int = 100) -> dict[str, Any]:
-    query = select(action).order_by(action.c.id.desc()).limit(limit + 1)
+    query = select(action)
     for column, value in ((action.c.brand_id, brand_id), (action.c.partner_id, partner_id),
                           (action.c.status, status), (action.c.program_id, program_id),
                           (action.c.oid, oid)):
@@ -277,10 +278,4 @@ def list_actions(conn: Connection, *, brand_id: int | None = None,
         query = query.where(action.c.event_date >= since)
     if until is not None:
         query = query.where(action.c.event_date < until)
-    if cursor is not None:
-        query = query.where(action.c.id < cursor)
-    rows = conn.execute(query).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return {"items": [action_out(r) for r in rows],
-            "next_cursor": str(rows[-1].id) if more and rows else None}
+    return page(conn, query, action, cursor, limit, action_out)
