@@ -107,6 +107,8 @@ class Engine:
         assert self._wakeup is not None
         s = self.settings
         while not self._stopping:
+            # cleared before claiming: a wake-up that arrives during the claim is kept
+            self._wakeup.clear()
             free = s.max_in_flight - self._held
             got = 0
             if free >= min(s.claim_batch, s.max_in_flight) // 4 or self._held == 0:
@@ -125,7 +127,6 @@ class Engine:
                 await self._dispatch(claimed.jobs)
                 if got == limit:
                     continue  # more may be due right now
-            self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), s.poll_interval)
 
