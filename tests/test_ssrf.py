@@ -145,3 +145,71 @@ def test_ip_ranges_are_published_without_a_key(make_service: Any) -> None:
     response = service.client.get("/v1/ip-ranges")
     assert response.status_code == 200
     assert response.json() == {"postbacks": ["203.0.113.0/28", "2001:db8::/64"]}
+
+
+class ForwardProxy:
+    """A minimal HTTP forward proxy on loopback (absolute-form requests), counting what it
+    relays: enough to show postbacks leave through ``POSTBACK_EGRESS_PROXY``."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.relayed: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            server = self._loop.run_until_complete(
+                asyncio.start_server(self._serve, "127.0.0.1", 0))
+            self.url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True)
+        self._thread.start()
+        ready.wait(5)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        from urllib.parse import urlsplit
+
+        head = await reader.readuntil(b"\r\n\r\n")
+        method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ")
+        self.relayed.append(target)
+        parts = urlsplit(target)
+        up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port)
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        rest = head.split(b"\r\n", 1)[1]
+        up_writer.write(f"{method} {path} HTTP/1.1\r\n".encode() + rest)
+        await up_writer.drain()
+        response = await up_reader.readuntil(b"\r\n\r\n")
+        length = next((int(line.split(b":")[1]) for line in response.split(b"\r\n")
+                       if line.lower().startswith(b"content-length:")), 0)
+        response += await up_reader.readexactly(length)
+        writer.write(response)
+        await writer.drain()
+        writer.close()
+        up_writer.close()
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+def test_postbacks_leave_through_the_egress_proxy_and_refusals_come_first(
+        receiver: Receiver) -> None:
+    proxy = ForwardProxy()
+    try:
+        async def go(url: str) -> Any:
+            async with Sender(1.0, 2.0, 4, "test", AddressPolicy.parse("127.0.0.0/8"),
+                              proxy=proxy.url) as sender:
+                return await sender.send("GET", url, {}, None)
+
+        assert asyncio.run(go(f"{receiver.url}/via?x=1")).status == 200
+        assert proxy.relayed == [f"{receiver.url}/via?x=1"]
+        assert receiver.requests[0].path == "/via?x=1"
+        refused = asyncio.run(go("http://10.0.0.1/internal"))
+        assert refused.error.value == "blocked_address"
+        assert len(proxy.relayed) == 1  # the proxy never saw the refused request
+    finally:
+        proxy.close()
