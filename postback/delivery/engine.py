@@ -4,8 +4,8 @@
 
 * Claims are batched and leased (``queue.claim``); a worker holds at most ``max_in_flight``
   deliveries, and at most ``2 * endpoint_concurrency`` for any one endpoint (setting), of
-  which ``endpoint_concurrency`` are on the wire. Endpoints at their cap are left out of the
-  next claim, and surplus claimed for them is handed back at once, so a slow or dead
+  which ``endpoint_concurrency`` are on the wire. Each claim takes only what every endpoint
+  has room for (anything over, should it happen, is handed back at once), so a slow or dead
   partner holds a bounded share of the worker and never delays the others.
 * Results are written in batches (``queue.record``): one transaction per batch of attempts.
 * Wake-ups: ``wake()`` (thread-safe) when the API commits new deliveries in this process;
