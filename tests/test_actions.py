@@ -92,14 +92,11 @@ def test_event_type_outside_the_contract_and_no_contract(world: World) -> None:
 
 
 def test_the_same_oid_is_fine_under_another_event_type(world: World) -> None:
-    lead = world.brand("POST", f"/v1/programs/{world.program_id}/event-types", 201,
-                       json={"name": "Lead", "action_type": "LEAD"})
-    world.brand("PUT", f"/v1/programs/{world.program_id}/contracts/{world.partner_id}", 200,
-                json={"event_type_ids": [world.event_type_id, lead["id"]],
-                      "locking": {"rule": "open_ended"},
-                      "clearing": {"rule": "days_after_locking", "days": 0}})
+    from tests.test_scopes import lead_type
+
+    lead = lead_type(world)
     world.report(oid="X")
-    world.report(oid="X", event_type_id=lead["id"])
+    world.report(oid="X", event_type_id=lead)
 
 
 @pytest.mark.parametrize(("body", "field"), [

@@ -114,10 +114,15 @@ GETTERS: dict[str, Callable[[ActionContext], Value]] = {
 }
 
 
+def _values(getters: Mapping[str, Callable[[Any], Value]], context: object,
+            names: Iterable[str] | None) -> dict[str, Value]:
+    """The values of ``names`` (default: every token of the type) for one notification."""
+    return {name: getters[name](context) for name in (getters if names is None else names)}
+
+
 def action_values(context: ActionContext,
                   names: Iterable[str] | None = None) -> dict[str, Value]:
-    """The values of ``names`` (default: every action token) for one notification."""
-    return {name: GETTERS[name](context) for name in (GETTERS if names is None else names)}
+    return _values(GETTERS, context, names)
 
 
 # -- inquiries --------------------------------------------------------------------------
@@ -177,7 +182,7 @@ INQUIRY_GETTERS: dict[str, Callable[[InquiryContext], Value]] = {
 
 def inquiry_values(context: InquiryContext,
                    names: Iterable[str] | None = None) -> dict[str, Value]:
-    return {n: INQUIRY_GETTERS[n](context) for n in (INQUIRY_GETTERS if names is None else names)}
+    return _values(INQUIRY_GETTERS, context, names)
 
 
 # -- catalog items ----------------------------------------------------------------------
