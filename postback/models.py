@@ -191,6 +191,7 @@ class NotificationSettingIn(Strict):
     error_response: Annotated[Text | None, Field(min_length=1, max_length=1000)] = None
     extra_triggers: Annotated[list[Literal["LOCKED", "PAID"]], Field(max_length=2)] = []
     signed: bool = False
+    signing_scheme: Literal["v1", "v1a"] = "v1"
 
 
 class RotateIn(Strict):

@@ -73,3 +73,30 @@ def test_rotation_needs_signing_on(world: World) -> None:
     world.subscribe("https://x.example/pb")
     err = world.partner("POST", f"{LIFECYCLE}/signing-secret/rotate", 409, json={})
     assert err["rule"] == "not_signed"
+
+
+def test_ed25519_signatures_verify_with_the_published_public_key(world: World,
+                                                                receiver: Receiver) -> None:
+    import base64
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    saved = world.subscribe(f"{receiver.url}/pb", method="POST", body='{"a": "{ActionId}"}',
+                            signed=True, signing_scheme="v1a")
+    assert saved["signing_secret"].startswith("whsk_")
+    public = saved["signing_public_key"]
+    reread = world.partner("GET", "/v1/event-notifications", 200)["items"][0]["setting"]
+    assert (reread["signing_scheme"], reread["signing_public_key"]) == ("v1a", public)
+    world.report()
+    req = receiver.wait_for(1)[0]
+    scheme, _, signature = (req.header("webhook-signature") or "").partition(",")
+    assert scheme == "v1a"
+    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(public.removeprefix("whpk_")))
+    signed = f"{req.header('webhook-id')}.{req.header('webhook-timestamp')}.".encode() + req.body
+    key.verify(base64.b64decode(signature), signed)
+    with pytest.raises(InvalidSignature):
+        key.verify(base64.b64decode(signature), signed + b"x")
+    # switching scheme makes a new key; v1 again gives a whsec_ secret
+    back = world.subscribe(f"{receiver.url}/pb", method="POST", body="{}", signed=True)
+    assert back["signing_secret"].startswith("whsec_") and back["signing_public_key"] is None

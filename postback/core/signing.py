@@ -1,4 +1,5 @@
-"""Standard Webhooks signatures (v1, HMAC-SHA256).
+"""Standard Webhooks signatures: ``v1`` (HMAC-SHA256, a shared ``whsec_`` secret) or
+``v1a`` (ed25519, a ``whsk_`` private key whose ``whpk_`` public key can be published).
 
 Signed content is ``{webhook-id}.{webhook-timestamp}.{body}`` over the exact bytes sent;
 for a GET postback, which has no body, it is ``{webhook-id}.{webhook-timestamp}.{URL}``
@@ -13,21 +14,45 @@ import hashlib
 import hmac
 import os
 
-PREFIX = "whsec_"
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+SYMMETRIC, PRIVATE, PUBLIC = "whsec_", "whsk_", "whpk_"
+SigningKey = bytes | Ed25519PrivateKey
 
 
-def new_secret() -> str:
-    return PREFIX + base64.b64encode(os.urandom(32)).decode("ascii")
+def new_secret(scheme: str = "v1") -> str:
+    """A new ``whsec_`` secret (v1) or ``whsk_`` private key (v1a)."""
+    if scheme == "v1a":
+        return PRIVATE + base64.b64encode(
+            Ed25519PrivateKey.generate().private_bytes_raw()).decode("ascii")
+    return SYMMETRIC + base64.b64encode(os.urandom(32)).decode("ascii")
 
 
-def secret_key(secret: str) -> bytes:
-    return base64.b64decode(secret.removeprefix(PREFIX))
+def secret_key(secret: str) -> SigningKey:
+    if secret.startswith(PRIVATE):
+        return Ed25519PrivateKey.from_private_bytes(
+            base64.b64decode(secret.removeprefix(PRIVATE)))
+    return base64.b64decode(secret.removeprefix(SYMMETRIC))
+
+
+def public_key(secret: str) -> str | None:
+    """The ``whpk_`` public key of a v1a private key (None for a v1 secret)."""
+    key = secret_key(secret)
+    if isinstance(key, bytes):
+        return None
+    raw = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return PUBLIC + base64.b64encode(raw).decode("ascii")
+
+
+def _sign(key: SigningKey, signed: bytes) -> str:
+    if isinstance(key, bytes):
+        return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    return "v1a," + base64.b64encode(key.sign(signed)).decode()
 
 
 def signature_headers(event_id: str, timestamp: int, content: bytes,
-                      keys: tuple[bytes, ...]) -> dict[str, str]:
+                      keys: tuple[SigningKey, ...]) -> dict[str, str]:
     signed = f"{event_id}.{timestamp}.".encode() + content
-    signatures = " ".join(
-        "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-        for key in keys)
-    return {"webhook-timestamp": str(timestamp), "webhook-signature": signatures}
+    return {"webhook-timestamp": str(timestamp),
+            "webhook-signature": " ".join(_sign(key, signed) for key in keys)}

@@ -213,6 +213,7 @@ notification_setting = Table(
     Column("signing_secret", Text),
     Column("previous_signing_secret", Text),
     Column("previous_secret_expires_at", UTCDateTime),
+    Column("signing_public_key", Text),  # whpk_ of a v1a (ed25519) key: public, published
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("uq_notification_setting_global", "partner_id", "type", unique=True,

@@ -14,7 +14,7 @@ from yarl import URL
 from postback.config import Settings
 from postback.core.addresses import AddressPolicy, literal_ip
 from postback.core.retry import ErrorClass
-from postback.core.signing import signature_headers
+from postback.core.signing import SigningKey, signature_headers
 from postback.delivery.resolver import BlockedAddress, GuardedResolver
 
 MAX_STORED_BODY = 20 * 1024
@@ -31,7 +31,7 @@ class Response:
 
 
 def outgoing_headers(user_agent: str, event_id: str, headers: dict[str, str],
-                     signing_keys: tuple[bytes, ...] = (), signed_content: bytes = b""
+                     signing_keys: tuple[SigningKey, ...] = (), signed_content: bytes = b""
                      ) -> dict[str, str]:
     """What every postback carries: our User-Agent, ``webhook-id`` (= ``{EventId}``, the same
     on every retry), the delivery's own headers, and for a signed setting the Standard

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
 
-from postback.core.signing import secret_key
+from postback.core.signing import SigningKey, secret_key
 from postback.db.schema import delivery, delivery_attempt, notification_setting, rate_bucket
 from postback.sealing import Sealer
 
@@ -37,7 +37,7 @@ class Job:
     attempt: int
     failures: int
     error_response: str | None = None
-    signing_keys: tuple[bytes, ...] = ()
+    signing_keys: tuple[SigningKey, ...] = ()
 
     @property
     def signed_content(self) -> bytes:
@@ -190,7 +190,7 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
 
 
 def signing_keys(secret: str | None, previous: str | None, previous_expires: datetime | None,
-                 sealer: Sealer, now: datetime) -> tuple[bytes, ...]:
+                 sealer: Sealer, now: datetime) -> tuple[SigningKey, ...]:
     """The keys that sign a setting's postbacks (sealed secrets in): its secret, and during
     a rotation's grace period the previous one too."""
     if not secret:

@@ -25,7 +25,7 @@ from postback.core.render import (
     compile_template,
 )
 from postback.core.routing import CLEARING, EXTRA_TRIGGERS, INQUIRY, LIFECYCLE, PRODUCT
-from postback.core.signing import new_secret
+from postback.core.signing import PRIVATE, SYMMETRIC, new_secret, public_key
 from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS, Kind, Token
 from postback.core.values import format_date
 from postback.db.schema import (
@@ -173,6 +173,9 @@ def setting_out(row: Any) -> dict[str, Any]:
         "success_response": row["success_response"], "error_response": row["error_response"],
         "extra_triggers": row["extra_triggers"],
         "signed": bool(row["signing_secret"]),
+        "signing_scheme": ("v1a" if row["signing_public_key"] else "v1")
+        if row["signing_secret"] else None,
+        "signing_public_key": row["signing_public_key"],
         "signing_rotation_ends_at": format_date(row["previous_secret_expires_at"]) or None,
         "disabled_at": format_date(row["disabled_at"]) or None,
         "disabled_reason": row["disabled_reason"],
@@ -238,8 +241,7 @@ def put_setting(conn: Connection, partner_id: int, slug: str, body: Notification
     where = _global(partner_id, slug)
     existing = conn.execute(select(notification_setting.c.signing_secret)
                             .where(*where)).first()
-    revealed = _signing(values, body.signed, existing is not None and bool(
-        existing.signing_secret), config)
+    revealed = _signing(values, body, existing.signing_secret if existing else None, config)
     if existing is not None:
         conn.execute(update(notification_setting).where(*where).values(**values))
     else:
@@ -249,17 +251,20 @@ def put_setting(conn: Connection, partner_id: int, slug: str, body: Notification
     return out if revealed is None else {**out, "signing_secret": revealed}
 
 
-def _signing(values: dict[str, Any], signed: bool, has_secret: bool,
+def _signing(values: dict[str, Any], body: NotificationSettingIn, sealed: str | None,
              config: Settings) -> str | None:
-    """Start or stop signing; returns a newly made secret, which is shown only this once."""
-    if not signed:
+    """Start, keep, switch or stop signing; returns a newly made secret, which is shown
+    only this once (for v1a, the private key: its public key is in every read)."""
+    if not body.signed:
         values.update(signing_secret=None, previous_signing_secret=None,
-                      previous_secret_expires_at=None)
+                      previous_secret_expires_at=None, signing_public_key=None)
         return None
-    if has_secret:
+    wanted = PRIVATE if body.signing_scheme == "v1a" else SYMMETRIC
+    if sealed is not None and config.sealer.open(sealed).startswith(wanted):
         return None
-    secret = new_secret()
-    values["signing_secret"] = config.sealer.seal(secret)
+    secret = new_secret(body.signing_scheme)
+    values.update(signing_secret=config.sealer.seal(secret),
+                  signing_public_key=public_key(secret))
     return secret
 
 
@@ -274,13 +279,15 @@ def rotate_signing_secret(conn: Connection, partner_id: int, slug: str, grace_se
     if not row["signing_secret"]:
         raise RuleViolation("not_signed", "this setting does not sign its postbacks; save it "
                             "with \"signed\": true first", 409)
-    secret = new_secret()
+    current = config.sealer.open(row["signing_secret"])
+    secret = new_secret("v1a" if current.startswith(PRIVATE) else "v1")
     expires = now + timedelta(seconds=grace_seconds)
     conn.execute(update(notification_setting).where(*where).values(
-        signing_secret=config.sealer.seal(secret),
+        signing_secret=config.sealer.seal(secret), signing_public_key=public_key(secret),
         previous_signing_secret=row["signing_secret"], previous_secret_expires_at=expires,
         updated_at=now))
-    return {"signing_secret": secret, "previous_secret_expires_at": format_date(expires)}
+    return {"signing_secret": secret, "signing_public_key": public_key(secret),
+            "previous_secret_expires_at": format_date(expires)}
 
 
 def delete_setting(conn: Connection, partner_id: int, slug: str) -> None:
@@ -349,7 +356,7 @@ def _insert_scoped(conn: Connection, partner_id: int, scope: str,
                    **where: int) -> dict[str, Any]:
     now = datetime.now(UTC)
     values = setting_values(LIFECYCLE, body, now, config)
-    revealed = _signing(values, body.signed, False, config)
+    revealed = _signing(values, body, None, config)
     new_id = conn.execute(insert(notification_setting).values(
         partner_id=partner_id, type=LIFECYCLE, scope=scope, created_at=now, **where,
         **values)).inserted_primary_key
