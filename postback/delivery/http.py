@@ -6,6 +6,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
@@ -71,6 +72,14 @@ class Sender:
         self._resolver = GuardedResolver(self.policy, resolver,
                                          frozenset({proxy_host}) if proxy_host else frozenset())
         self._session: aiohttp.ClientSession | None = None
+        # hosts repeat: parse and judge each IP literal once per sender
+        self._literal_refusal = lru_cache(maxsize=4096)(self._judge_literal)
+
+    def _judge_literal(self, host: str) -> tuple[bool, str | None]:
+        """(is the host an IP literal, why it may not be a target)."""
+        literal = literal_ip(host)
+        return literal is not None, (self.policy.refusal(literal) if literal is not None
+                                     else None)
 
     @classmethod
     def from_settings(cls, s: Settings, max_connections: int,
@@ -107,9 +116,8 @@ class Sender:
                 raise ValueError("not an absolute http(s) URL")
         except ValueError as exc:
             return Response(None, None, None, elapsed(), ErrorClass.INVALID_URL, str(exc))
-        literal = literal_ip(target.host)
-        reason = self.policy.refusal(literal) if literal is not None else None
-        if reason is None and literal is None and self._proxy:
+        literal, reason = self._literal_refusal(target.host)
+        if reason is None and not literal and self._proxy:
             # through a proxy the proxy dials: vet the target's addresses here first
             try:
                 await self._resolver.resolve(target.host, target.port or 0, socket.AF_UNSPEC)
