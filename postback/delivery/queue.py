@@ -169,24 +169,37 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
             conn.execute(_hold, held)
             held_ids = {h["b_id"] for h in held}
             rows = [r for r in rows if r.id not in held_ids]
+    # what depends only on the setting (opened headers, decoded keys) is resolved once
+    resolved = {sid: _resolve(setting, sealer, now) for sid, setting in settings.items()}
+    none = _Resolved({}, None, None, ())
     jobs = []
     for r in rows:
-        setting = settings.get(r.setting_id) if r.setting_id is not None else None
-        extra = setting.headers if setting is not None else {}
-        if sealer is not None:
-            extra = sealer.open_values(extra)
+        res = resolved.get(r.setting_id, none) if r.setting_id is not None else none
         jobs.append(Job(
             id=r.id, event_id=r.event_id, setting_id=r.setting_id, method=r.method, url=r.url,
-            headers={**r.headers, **extra}, secret_headers=frozenset(extra),
-            success_response=setting.success_response if setting is not None else None,
-            error_response=setting.error_response if setting is not None else None,
+            headers={**r.headers, **res.headers}, secret_headers=frozenset(res.headers),
+            success_response=res.success_response, error_response=res.error_response,
             body=r.body.encode("utf-8") if r.body is not None else None,
-            attempt=r.attempt_count + 1, failures=r.failures,
-            signing_keys=signing_keys(setting.signing_secret, setting.previous_signing_secret,
-                                      setting.previous_secret_expires_at, sealer, now)
-            if setting is not None and sealer is not None else (),
+            attempt=r.attempt_count + 1, failures=r.failures, signing_keys=res.keys,
         ))
     return Claim(jobs, wake_in)
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    headers: dict[str, str]
+    success_response: str | None
+    error_response: str | None
+    keys: tuple[SigningKey, ...]
+
+
+def _resolve(setting: Any, sealer: Sealer | None, now: datetime) -> _Resolved:
+    if sealer is None:
+        return _Resolved(setting.headers, setting.success_response, setting.error_response, ())
+    return _Resolved(
+        sealer.open_values(setting.headers), setting.success_response, setting.error_response,
+        signing_keys(setting.signing_secret, setting.previous_signing_secret,
+                     setting.previous_secret_expires_at, sealer, now))
 
 
 def signing_keys(secret: str | None, previous: str | None, previous_expires: datetime | None,
