@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -67,8 +68,17 @@ def _recover(db: Any, args: argparse.Namespace) -> None:
     print(json.dumps({"requeued": count}))
 
 
+def _stop_before_start(signum: int, _frame: object) -> None:
+    """SIGTERM or SIGINT while starting (imports, migrations, before the engine has claimed
+    anything) is a clean stop, not a crash; the running loop installs its own handlers."""
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command in ("serve", "worker"):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, _stop_before_start)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if args.command == "listen":

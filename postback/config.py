@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -33,6 +34,7 @@ class Settings:
     egress_source_address: str | None = None
     egress_proxy: str | None = None
     egress_ranges: tuple[str, ...] = ()
+    tls_ca_file: str | None = None
     secret_key: str | None = None
 
     @cached_property
@@ -75,6 +77,12 @@ class Settings:
             except OSError as exc:
                 raise ValueError(f"POSTBACK_SECRET_KEY_FILE {key_file!r}: {exc.strerror}") \
                     from None
+        ca_file = env.get("POSTBACK_TLS_CA_FILE") or None
+        if ca_file is not None:
+            try:  # a missing or malformed bundle fails at start, not on every https send
+                ssl.create_default_context().load_verify_locations(ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"POSTBACK_TLS_CA_FILE {ca_file!r}: {exc}") from None
         if key is not None:
             Sealer(key)  # refuse a malformed key at start, not at the first secret
         return cls(
@@ -83,6 +91,7 @@ class Settings:
             egress_source_address=env.get("POSTBACK_EGRESS_SOURCE_ADDRESS") or None,
             egress_proxy=env.get("POSTBACK_EGRESS_PROXY") or None,
             egress_ranges=ranges,
+            tls_ca_file=ca_file,
             database_url=env.get("POSTBACK_DATABASE_URL") or cls.database_url,
             admin_token=env.get("POSTBACK_ADMIN_TOKEN") or None,
             retry=retry,

@@ -5,6 +5,7 @@ Tests script its answers per request (status, headers, body, delay) and wait for
 
 from __future__ import annotations
 
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -41,9 +42,11 @@ class Answer:
 
 
 class Receiver:
-    """``answer`` decides each reply from the request (default: 200 OK)."""
+    """``answer`` decides each reply from the request (default: 200 OK); with ``tls`` it
+    serves https."""
 
-    def __init__(self, answer: Callable[[Received], Answer] | None = None) -> None:
+    def __init__(self, answer: Callable[[Received], Answer] | None = None,
+                 tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Received] = []
         self.active = 0
         self.max_active = 0
@@ -91,6 +94,9 @@ class Receiver:
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        if tls is not None:  # https, on the same loopback port
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+            self.url = f"https://localhost:{self.port}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 

@@ -74,7 +74,11 @@ def test_sigkill_mid_batch_loses_nothing(make_service: Any) -> None:
 def test_worker_stops_cleanly_on_sigterm(make_service: Any) -> None:
     service = make_service(start_engine=False)
     worker = start_worker(service.settings.database_url)
-    time.sleep(1.5)
+    assert worker.stderr is not None
+    for line in worker.stderr:  # running: its loop's own handler is installed
+        if b"started" in line:
+            break
+    time.sleep(0.3)
     worker.terminate()
     assert worker.wait(timeout=20) == 0
 

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from postback.config import Settings
 from postback.core.addresses import AddressPolicy
 from postback.delivery.http import Sender
+from tests.certs import TestCA
 from tests.conftest import World, build_world
 from tests.receiver import Answer, Receiver
 from tests.test_delivery import wait_status
@@ -59,7 +62,7 @@ def test_a_host_name_that_resolves_inward_is_refused(receiver: Receiver) -> None
 
 
 def test_the_answer_used_to_connect_is_the_one_checked(receiver: Receiver) -> None:
-    """Saved as a host name (nothing to check then); at send time it resolves to the
+    """Saved while the name resolved to a public address; at send time it resolves to the
     metadata service: refused, with nothing dialled."""
     got = send(f"http://rebind.test:{receiver.port}/pb", AddressPolicy(),
                {"rebind.test": ["169.254.169.254"]})
@@ -85,11 +88,40 @@ def test_non_public_literals_are_refused_when_saving(world: World) -> None:
         assert "POSTBACK_ALLOW_TARGETS" in err["message"]
 
 
+def test_host_names_that_resolve_inward_are_refused_when_saving(make_service: Any) -> None:
+    world = build_world(make_service(start_engine=False, allow_targets=AddressPolicy()))
+    for url, why in (("http://localhost:8080/pb", "127.0.0.1 is a loopback address "
+                      "(localhost resolves to it)"),
+                     ("https://hooks.LOCALHOST./pb", "(hooks.localhost. resolves to it)")):
+        err = world.partner("PUT", "/v1/event-notifications/action-lifecycle", 422,
+                            json={"url": url})
+        assert err["message"].startswith("url: ") and why in err["message"], err
+    err = world.partner("POST", "/v1/event-notifications/action-lifecycle/event-level", 422,
+                        json={"url": "http://localhost/pb", "program_id": world.program_id,
+                              "event_type_id": world.event_type_id})
+    assert "loopback" in err["message"]
+    err = world.brand("POST", f"/v1/partners/{world.partner_id}/postbacks", 422,
+                      json={"url": "http://localhost/pb", "event_type_id": world.event_type_id})
+    assert "loopback" in err["message"]
+    # nothing was written by the refusals
+    assert world.partner("GET", "/v1/event-notifications/action-lifecycle/event-level",
+                         200)["items"] == []
+    listed = world.partner("GET", "/v1/event-notifications", 200)["items"]
+    assert all(t["setting"] is None for t in listed)
+    # a name that cannot resolve is saved, with a warning that says so (never sent to DNS)
+    saved = world.partner("PUT", "/v1/event-notifications/action-lifecycle", 200,
+                          json={"url": "https://pb.partner.example/{ActionId}"})
+    assert saved["warnings"] == ["url: pb.partner.example is a reserved name that never "
+                                 "resolves on the public internet"]
+
+
 def test_deliveries_to_refused_addresses_fail_permanently(make_service: Any,
                                                           receiver: Receiver) -> None:
-    service = make_service(allow_targets=AddressPolicy())
-    world = build_world(service)
+    """Saved while localhost was allowed; sent after the operator closed it (as when a name's
+    DNS answer changes between save and send): refused when sending, nothing dialled."""
+    world = build_world(make_service(start_engine=False))
     world.subscribe(f"http://localhost:{receiver.port}/pb")
+    world = replace(world, service=make_service(allow_targets=AddressPolicy()))
     world.report()
     delivery = world.partner("GET", "/v1/deliveries", 200)["items"][0]
     got = wait_status(world, delivery["id"], "failed")
@@ -148,8 +180,9 @@ def test_ip_ranges_are_published_without_a_key(make_service: Any) -> None:
 
 
 class ForwardProxy:
-    """A minimal HTTP forward proxy on loopback (absolute-form requests), counting what it
-    relays: enough to show postbacks leave through ``POSTBACK_EGRESS_PROXY``."""
+    """A minimal HTTP forward proxy on loopback (absolute-form requests, and CONNECT tunnels
+    for https), counting what it relays: enough to show postbacks leave through
+    ``POSTBACK_EGRESS_PROXY``."""
 
     def __init__(self) -> None:
         import threading
@@ -175,7 +208,10 @@ class ForwardProxy:
 
         head = await reader.readuntil(b"\r\n\r\n")
         method, target, _ = head.split(b"\r\n", 1)[0].decode().split(" ")
-        self.relayed.append(target)
+        self.relayed.append(f"CONNECT {target}" if method == "CONNECT" else target)
+        if method == "CONNECT":
+            await self._tunnel(target, reader, writer)
+            return
         parts = urlsplit(target)
         up_reader, up_writer = await asyncio.open_connection(parts.hostname, parts.port)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -190,6 +226,26 @@ class ForwardProxy:
         await writer.drain()
         writer.close()
         up_writer.close()
+
+    @staticmethod
+    async def _tunnel(target: str, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        """CONNECT: a blind byte pipe to host:port (how https crosses the proxy)."""
+        host, port = target.rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+        await writer.drain()
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while chunk := await src.read(65536):
+                    dst.write(chunk)
+                    await dst.drain()
+            finally:
+                dst.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer),
+                             return_exceptions=True)
 
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -213,3 +269,74 @@ def test_postbacks_leave_through_the_egress_proxy_and_refusals_come_first(
         assert len(proxy.relayed) == 1  # the proxy never saw the refused request
     finally:
         proxy.close()
+
+
+@pytest.fixture
+def ca(tmp_path: Any) -> TestCA:
+    return TestCA(tmp_path)
+
+
+def send_tls(url: str, ca: TestCA | None, dns: dict[str, list[str]] | None = None,
+             proxy: str | None = None) -> Any:
+    async def go() -> Any:
+        async with Sender(1.0, 2.0, 4, "test", AddressPolicy.parse("127.0.0.0/8"),
+                          proxy=proxy, resolver=StubDNS(dns) if dns else None,
+                          ca_file=str(ca.ca_file) if ca else None) as sender:
+            return await sender.send("POST", url, {"Content-Type": "application/json"},
+                                     b'{"ActionId": "1"}')
+
+    return asyncio.run(go())
+
+
+def test_tls_is_verified_against_the_host_name_not_the_address_dialled(ca: TestCA) -> None:
+    """The connection goes to the vetted address (127.0.0.1 here), but the certificate must
+    name the URL's host: an address, another name or an unknown CA fails, nothing is sent."""
+    receiver = Receiver(tls=ca.server_context("pb.partner.test"))
+    try:
+        dns = {"pb.partner.test": ["127.0.0.1"], "other.test": ["127.0.0.1"]}
+        ok = send_tls(f"https://pb.partner.test:{receiver.port}/pb", ca, dns)
+        assert ok.status == 200 and receiver.requests[0].body == b'{"ActionId": "1"}'
+        assert receiver.requests[0].header("Host") == f"pb.partner.test:{receiver.port}"
+        for url, trusted in ((f"https://127.0.0.1:{receiver.port}/pb", ca),
+                             (f"https://other.test:{receiver.port}/pb", ca),
+                             (f"https://pb.partner.test:{receiver.port}/pb", None)):
+            failed = send_tls(url, trusted, dns)
+            assert failed.error.value == "tls_error", (url, failed)
+            assert "certificate" in failed.message.lower(), failed.message
+        assert len(receiver.requests) == 1
+    finally:
+        receiver.close()
+
+
+def test_https_postbacks_tunnel_through_the_connect_proxy(ca: TestCA) -> None:
+    receiver = Receiver(tls=ca.server_context("localhost"))
+    proxy = ForwardProxy()
+    try:
+        got = send_tls(f"{receiver.url}/pb?sub=1", ca, proxy=proxy.url)
+        assert got.status == 200
+        # the proxy saw only where to connect; the path and body crossed it encrypted
+        assert proxy.relayed == [f"CONNECT localhost:{receiver.port}"]
+        assert receiver.requests[0].path == "/pb?sub=1"
+        refused = send_tls("https://meta.test/latest", ca, {"meta.test": ["169.254.169.254"]},
+                           proxy=proxy.url)
+        assert refused.error.value == "blocked_address" and "cloud metadata" in refused.message
+        assert len(proxy.relayed) == 1
+    finally:
+        proxy.close()
+        receiver.close()
+
+
+def test_the_operator_names_extra_trusted_cas_in_the_environment(ca: TestCA) -> None:
+    with pytest.raises(ValueError, match=r"POSTBACK_TLS_CA_FILE '/nonexistent\.pem'"):
+        Settings.from_env({"POSTBACK_TLS_CA_FILE": "/nonexistent.pem"})
+    settings = Settings.from_env({"POSTBACK_TLS_CA_FILE": str(ca.ca_file),
+                                  "POSTBACK_ALLOW_TARGETS": "127.0.0.0/8"})
+    receiver = Receiver(tls=ca.server_context("localhost"))
+    try:
+        async def go() -> Any:
+            async with Sender.from_settings(settings, 1) as sender:
+                return await sender.send("GET", f"{receiver.url}/pb", {}, None)
+
+        assert asyncio.run(go()).status == 200
+    finally:
+        receiver.close()

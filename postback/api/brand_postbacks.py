@@ -25,8 +25,11 @@ def _id(who: Brand | Partner) -> int:
 def create(partner_id: IdPath, body: BrandPostbackIn, request: Request,
            who: Brand) -> dict[str, Any]:
     """Only for an event type in that partner's contract on one of your programs."""
+    warnings = ns.vet_target(body.url, request.app.state.settings)
     with write(request) as conn:
-        return ns.add_brand_postback(conn, _id(who), partner_id, body, request.app.state.settings)
+        saved = ns.add_brand_postback(conn, _id(who), partner_id, body,
+                                      request.app.state.settings)
+    return {**saved, "warnings": warnings}
 
 
 @router.get("/partners/{partner_id}/postbacks")

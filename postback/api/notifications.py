@@ -31,15 +31,21 @@ def list_settings(request: Request, who: Partner) -> dict[str, Any]:
 @router.put("/{slug}")
 def put_setting(slug: str, body: NotificationSettingIn, request: Request,
                 who: Partner) -> dict[str, Any]:
+    """Saving checks the URL's host now (a name is resolved once); ``warnings`` lists what
+    saved but needs attention, such as a name that does not resolve yet."""
+    warnings = ns.vet_target(body.url, request.app.state.settings)
     with write(request) as conn:
-        return ns.put_setting(conn, _id(who), slug, body, request.app.state.settings)
+        saved = ns.put_setting(conn, _id(who), slug, body, request.app.state.settings)
+    return {**saved, "warnings": warnings}
 
 
 @router.post("/action-lifecycle/event-level", status_code=201)
 def add_event_level(body: EventLevelSettingIn, request: Request, who: Partner) -> dict[str, Any]:
     """A setting for one (program, event type): it fires for new actions (TRACKED) only."""
+    warnings = ns.vet_target(body.url, request.app.state.settings)
     with write(request) as conn:
-        return ns.add_event_level(conn, _id(who), body, request.app.state.settings)
+        saved = ns.add_event_level(conn, _id(who), body, request.app.state.settings)
+    return {**saved, "warnings": warnings}
 
 
 @router.get("/action-lifecycle/event-level")

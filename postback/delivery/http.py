@@ -54,13 +54,14 @@ class Sender:
 
     Only public addresses are dialled (``AddressPolicy``, checked in the resolver and for IP
     literals); outgoing connections can be bound to one source address or sent through an
-    HTTP CONNECT proxy.
+    HTTP proxy (https targets tunnel through CONNECT, so the proxy never sees their content).
     """
 
     def __init__(self, connect_timeout: float, total_timeout: float, max_connections: int,
                  user_agent: str, policy: AddressPolicy | None = None,
                  source_address: str | None = None, proxy: str | None = None,
-                 resolver: AbstractResolver | None = None) -> None:
+                 resolver: AbstractResolver | None = None,
+                 ca_file: str | None = None) -> None:
         self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout,
                                               connect=connect_timeout)
         self._max_connections = max_connections
@@ -71,6 +72,11 @@ class Sender:
         proxy_host = URL(proxy).host if proxy else None
         self._resolver = GuardedResolver(self.policy, resolver,
                                          frozenset({proxy_host}) if proxy_host else frozenset())
+        # certificates are always verified, against the URL's host name (not the address
+        # dialled); an operator may add CAs to the system's (POSTBACK_TLS_CA_FILE)
+        self._tls = ssl.create_default_context()
+        if ca_file:
+            self._tls.load_verify_locations(ca_file)
         self._session: aiohttp.ClientSession | None = None
         # hosts repeat: parse and judge each IP literal once per sender
         self._literal_refusal = lru_cache(maxsize=4096)(self._judge_literal)
@@ -85,12 +91,13 @@ class Sender:
     def from_settings(cls, s: Settings, max_connections: int,
                       resolver: AbstractResolver | None = None) -> Sender:
         return cls(s.connect_timeout, s.total_timeout, max_connections, s.user_agent,
-                   s.allow_targets, s.egress_source_address, s.egress_proxy, resolver)
+                   s.allow_targets, s.egress_source_address, s.egress_proxy, resolver,
+                   s.tls_ca_file)
 
     async def __aenter__(self) -> Sender:
         connector = aiohttp.TCPConnector(
             limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True,
-            resolver=self._resolver,
+            resolver=self._resolver, ssl=self._tls,
             local_addr=(self._source, 0) if self._source else None)
         self._session = aiohttp.ClientSession(
             connector=connector, timeout=self._timeout, auto_decompress=False,

@@ -9,6 +9,8 @@ verifies the certificate against the host name.
 from __future__ import annotations
 
 import socket
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
@@ -33,7 +35,7 @@ class GuardedResolver(AbstractResolver):
         if host not in self.exempt:
             reason = self.policy.first_refusal(r["host"] for r in results)
             if reason is not None:
-                raise BlockedAddress(f"{host} resolves to {reason}")
+                raise BlockedAddress(f"{reason} ({host} resolves to it)")
         return results
 
     async def close(self) -> None:
@@ -43,3 +45,34 @@ class GuardedResolver(AbstractResolver):
         return f"GuardedResolver({self.policy!r})"
 
 
+
+
+# RFC 2606 / 6761 names that never resolve on the public internet: not looked up at all.
+_NEVER_PUBLIC = (".example", ".invalid", ".test")
+_lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="save-dns")
+
+
+def vet_host_now(host: str, policy: AddressPolicy, timeout: float) -> tuple[str | None, str | None]:
+    """Resolve a host name once, at save time: ``(refusal, warning)``.
+
+    A name that resolves to a refused address is refused now, not at the first postback. A
+    name that does not resolve (yet) is saved with a warning: DNS may follow, and every send
+    resolves and checks again anyway. ``localhost`` names are loopback by definition
+    (RFC 6761) and the reserved example/test names are never sent to DNS.
+    """
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        addresses = ["127.0.0.1", "::1"]
+    elif name.endswith(_NEVER_PUBLIC) or name in {n[1:] for n in _NEVER_PUBLIC}:
+        return None, f"{host} is a reserved name that never resolves on the public internet"
+    else:
+        lookup = _lookups.submit(socket.getaddrinfo, name, None, proto=socket.IPPROTO_TCP)
+        try:
+            addresses = [str(info[4][0]) for info in lookup.result(timeout)]
+        except FutureTimeout:
+            return None, f"{host} did not resolve within {timeout:g} s; it is checked again " \
+                "on every send"
+        except OSError as exc:
+            return None, f"{host} does not resolve now ({exc}); postbacks fail until it does"
+    reason = policy.first_refusal(addresses)
+    return (None if reason is None else f"{reason} ({host} resolves to it)"), None

@@ -36,6 +36,7 @@ from postback.db.schema import (
     partner,
     program,
 )
+from postback.delivery.resolver import vet_host_now
 from postback.models import BrandPostbackIn, EventLevelSettingIn, NotificationSettingIn
 from postback.services.errors import Invalid, NotFound
 
@@ -184,15 +185,33 @@ def setting_out(row: Any) -> dict[str, Any]:
     }
 
 
+def _refuse(reason: str) -> Invalid:
+    return Invalid("url", f"{reason}: postbacks go to public addresses only (an operator "
+                   "can open ranges for testing with POSTBACK_ALLOW_TARGETS)")
+
+
 def check_target(url: str, policy: AddressPolicy) -> None:
-    """Refuse, at save time, a URL whose host is a non-public IP literal. (Host names are
-    checked when each postback is sent: what they resolve to can change.)"""
+    """Refuse a URL whose host is a non-public IP literal (pure: no lookup)."""
     host = urlsplit(url.split("{", 1)[0]).hostname
     literal = literal_ip(host) if host else None
     reason = policy.refusal(literal) if literal is not None else None
     if reason is not None:
-        raise Invalid("url", f"{reason}: postbacks go to public addresses only (an operator "
-                      "can open ranges for testing with POSTBACK_ALLOW_TARGETS)")
+        raise _refuse(reason)
+
+
+def vet_target(url: str, config: Settings) -> list[str]:
+    """The save-time SSRF check, run before the write transaction (a lookup can take
+    seconds): refuse a literal or a host name that resolves to a non-public address; return
+    warnings for a name that does not resolve now. Every send resolves and checks again,
+    since what a name resolves to can change."""
+    check_target(url, config.allow_targets)
+    host = urlsplit(url.split("{", 1)[0]).hostname
+    if not host or literal_ip(host) is not None:
+        return []
+    reason, warning = vet_host_now(host, config.allow_targets, min(config.connect_timeout, 3.0))
+    if reason is not None:
+        raise _refuse(reason)
+    return [f"url: {warning}"] if warning else []
 
 
 def setting_values(slug: str, body: NotificationSettingIn, now: datetime,
