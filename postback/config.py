@@ -35,6 +35,7 @@ class Settings:
     egress_proxy: str | None = None
     egress_ranges: tuple[str, ...] = ()
     tls_ca_file: str | None = None
+    http_client: str = "curl"
     secret_key: str | None = None
 
     @cached_property
@@ -83,6 +84,9 @@ class Settings:
                 ssl.create_default_context().load_verify_locations(ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise ValueError(f"POSTBACK_TLS_CA_FILE {ca_file!r}: {exc}") from None
+        client = env.get("POSTBACK_HTTP_CLIENT") or cls.http_client
+        if client not in ("curl", "aiohttp"):
+            raise ValueError(f"POSTBACK_HTTP_CLIENT must be curl or aiohttp, got {client!r}")
         if key is not None:
             Sealer(key)  # refuse a malformed key at start, not at the first secret
         return cls(
@@ -92,6 +96,7 @@ class Settings:
             egress_proxy=env.get("POSTBACK_EGRESS_PROXY") or None,
             egress_ranges=ranges,
             tls_ca_file=ca_file,
+            http_client=client,
             database_url=env.get("POSTBACK_DATABASE_URL") or cls.database_url,
             admin_token=env.get("POSTBACK_ADMIN_TOKEN") or None,
             retry=retry,

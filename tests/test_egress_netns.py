@@ -17,7 +17,8 @@ from collections.abc import Iterator
 import pytest
 
 from postback.core.addresses import AddressPolicy
-from postback.delivery.http import Sender
+from postback.delivery.curl import CurlSender
+from postback.delivery.http import AiohttpSender, Sender
 from tests.conftest import IN_CI
 
 RECEIVER = """
@@ -60,12 +61,14 @@ def namespace() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30)
 
 
-def test_the_receiver_sees_the_configured_source_address(namespace: str) -> None:
+@pytest.mark.parametrize("driver", [CurlSender, AiohttpSender], ids=["curl", "aiohttp"])
+def test_the_receiver_sees_the_configured_source_address(driver: type[Sender],
+                                                         namespace: str) -> None:
     receiver = subprocess.Popen(["ip", "netns", "exec", namespace, sys.executable, "-c",
                                  RECEIVER])
     try:
         async def go(source: str | None) -> str:
-            async with Sender(2.0, 5.0, 4, "test", AddressPolicy.parse("10.231.7.0/24"),
+            async with driver(2.0, 5.0, 4, "test", AddressPolicy.parse("10.231.7.0/24"),
                               source_address=source) as sender:
                 for _ in range(50):  # the receiver may still be starting
                     got = await sender.send("GET", "http://10.231.7.2:8080/pb", {}, None)

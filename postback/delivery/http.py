@@ -1,10 +1,13 @@
-"""Sending one request with aiohttp: no redirects, bounded time, bounded response read."""
+"""Sending one request: no redirects, bounded time, bounded response read. ``Sender``
+holds what every driver shares; ``AiohttpSender`` here and ``CurlSender`` (``curl.py``)
+send."""
 
 from __future__ import annotations
 
 import socket
 import ssl
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -49,12 +52,16 @@ def _nxdomain(exc: BaseException) -> bool:
         socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
 
 
-class Sender:
-    """One aiohttp session for all of a worker's requests (pooled keep-alive connections).
+class Sender(ABC):
+    """What every HTTP driver shares: the address policy, egress options and the checks made
+    before a request leaves (an absolute http(s) URL; an IP literal judged at once; through
+    a proxy, the target's addresses vetted first, since the proxy dials). Subclasses send.
 
-    Only public addresses are dialled (``AddressPolicy``, checked in the resolver and for IP
-    literals); outgoing connections can be bound to one source address or sent through an
+    Only public addresses are dialled (``AddressPolicy``, checked where each driver
+    connects); outgoing connections can be bound to one source address or sent through an
     HTTP proxy (https targets tunnel through CONNECT, so the proxy never sees their content).
+    Certificates are always verified, against the URL's host name (not the address dialled);
+    an operator may add CAs to the system's (``POSTBACK_TLS_CA_FILE``).
     """
 
     def __init__(self, connect_timeout: float, total_timeout: float, max_connections: int,
@@ -62,22 +69,17 @@ class Sender:
                  source_address: str | None = None, proxy: str | None = None,
                  resolver: AbstractResolver | None = None,
                  ca_file: str | None = None) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=total_timeout, sock_connect=connect_timeout,
-                                              connect=connect_timeout)
-        self._max_connections = max_connections
+        self.connect_timeout = connect_timeout
+        self.total_timeout = total_timeout
+        self.max_connections = max_connections
         self.user_agent = user_agent
         self.policy = policy or AddressPolicy()
-        self._source = source_address
-        self._proxy = proxy
+        self.source_address = source_address
+        self.proxy = proxy
+        self.ca_file = ca_file
         proxy_host = URL(proxy).host if proxy else None
-        self._resolver = GuardedResolver(self.policy, resolver,
-                                         frozenset({proxy_host}) if proxy_host else frozenset())
-        # certificates are always verified, against the URL's host name (not the address
-        # dialled); an operator may add CAs to the system's (POSTBACK_TLS_CA_FILE)
-        self._tls = ssl.create_default_context()
-        if ca_file:
-            self._tls.load_verify_locations(ca_file)
-        self._session: aiohttp.ClientSession | None = None
+        self.resolver = GuardedResolver(self.policy, resolver,
+                                        frozenset({proxy_host}) if proxy_host else frozenset())
         # hosts repeat: parse and judge each IP literal once per sender
         self._literal_refusal = lru_cache(maxsize=4096)(self._judge_literal)
 
@@ -90,17 +92,78 @@ class Sender:
     @classmethod
     def from_settings(cls, s: Settings, max_connections: int,
                       resolver: AbstractResolver | None = None) -> Sender:
+        """The driver ``POSTBACK_HTTP_CLIENT`` names (pycurl unless told otherwise)."""
+        if cls is Sender:
+            if s.http_client == "aiohttp":
+                cls = AiohttpSender
+            else:
+                from postback.delivery.curl import CurlSender
+
+                cls = CurlSender
         return cls(s.connect_timeout, s.total_timeout, max_connections, s.user_agent,
                    s.allow_targets, s.egress_source_address, s.egress_proxy, resolver,
                    s.tls_ca_file)
 
     async def __aenter__(self) -> Sender:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def send(self, method: str, url: str, headers: dict[str, str],
+                   body: bytes | None) -> Response:
+        started = time.perf_counter()
+        try:
+            target = URL(url, encoded=True)
+            if target.scheme not in ("http", "https") or not target.host:
+                raise ValueError("not an absolute http(s) URL")
+        except ValueError as exc:
+            return Response(None, None, None, _ms(started), ErrorClass.INVALID_URL, str(exc))
+        literal, reason = self._literal_refusal(target.host)
+        if reason is None and not literal and self.proxy:
+            # through a proxy the proxy dials: vet the target's addresses here first
+            try:
+                await self.resolver.resolve(target.host, target.port or 0, socket.AF_UNSPEC)
+            except BlockedAddress as exc:
+                reason = str(exc)
+            except OSError:
+                pass  # let the proxy report what it finds
+        if reason is not None:
+            return Response(None, None, None, _ms(started), ErrorClass.BLOCKED,
+                            f"refused: {reason}")
+        return await self._transmit(method, target, literal, headers, body, started)
+
+    @abstractmethod
+    async def _transmit(self, method: str, target: URL, literal: bool,
+                        headers: dict[str, str], body: bytes | None,
+                        started: float) -> Response:
+        """Send a request that passed the checks above; never raise for a partner's
+        failure, return it as a ``Response`` with its error class."""
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+class AiohttpSender(Sender):
+    """aiohttp: one session for all of a worker's requests (pooled keep-alive connections).
+    The policy is checked in the resolver the connector dials with."""
+
+    _session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Sender:
+        tls = ssl.create_default_context()
+        if self.ca_file:
+            tls.load_verify_locations(self.ca_file)
         connector = aiohttp.TCPConnector(
-            limit=self._max_connections, ttl_dns_cache=60, enable_cleanup_closed=True,
-            resolver=self._resolver, ssl=self._tls,
-            local_addr=(self._source, 0) if self._source else None)
+            limit=self.max_connections, ttl_dns_cache=60, enable_cleanup_closed=True,
+            resolver=self.resolver, ssl=tls,
+            local_addr=(self.source_address, 0) if self.source_address else None)
         self._session = aiohttp.ClientSession(
-            connector=connector, timeout=self._timeout, auto_decompress=False,
+            connector=connector, timeout=aiohttp.ClientTimeout(
+                total=self.total_timeout, sock_connect=self.connect_timeout,
+                connect=self.connect_timeout),
+            auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding", "Accept"),
             cookie_jar=aiohttp.DummyCookieJar())
         return self
@@ -109,53 +172,32 @@ class Sender:
         if self._session is not None:
             await self._session.close()
 
-    async def send(self, method: str, url: str, headers: dict[str, str],
-                   body: bytes | None) -> Response:
+    async def _transmit(self, method: str, target: URL, literal: bool,
+                        headers: dict[str, str], body: bytes | None,
+                        started: float) -> Response:
         assert self._session is not None
-        started = time.perf_counter()
-
-        def elapsed() -> float:
-            return (time.perf_counter() - started) * 1000
-
-        try:
-            target = URL(url, encoded=True)
-            if target.scheme not in ("http", "https") or not target.host:
-                raise ValueError("not an absolute http(s) URL")
-        except ValueError as exc:
-            return Response(None, None, None, elapsed(), ErrorClass.INVALID_URL, str(exc))
-        literal, reason = self._literal_refusal(target.host)
-        if reason is None and not literal and self._proxy:
-            # through a proxy the proxy dials: vet the target's addresses here first
-            try:
-                await self._resolver.resolve(target.host, target.port or 0, socket.AF_UNSPEC)
-            except BlockedAddress as exc:
-                reason = str(exc)
-            except OSError:
-                pass  # let the proxy report what it finds
-        if reason is not None:
-            return Response(None, None, None, elapsed(), ErrorClass.BLOCKED, f"refused: {reason}")
         try:
             async with self._session.request(method, target, headers=headers, data=body,
                                              allow_redirects=False,
-                                             proxy=self._proxy) as resp:
+                                             proxy=self.proxy) as resp:
                 raw = await resp.content.read(MAX_STORED_BODY)
                 return Response(resp.status, dict(resp.headers),
-                                raw.decode("utf-8", "replace"), elapsed(), None, None)
+                                raw.decode("utf-8", "replace"), _ms(started), None, None)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            return Response(None, None, None, elapsed(), ErrorClass.TIMEOUT,
+            return Response(None, None, None, _ms(started), ErrorClass.TIMEOUT,
                             str(exc) or "no complete answer within the time limit")
         except aiohttp.ClientConnectorCertificateError as exc:
-            return Response(None, None, None, elapsed(), ErrorClass.TLS, str(exc))
+            return Response(None, None, None, _ms(started), ErrorClass.TLS, str(exc))
         except aiohttp.ClientSSLError as exc:
-            return Response(None, None, None, elapsed(), ErrorClass.TLS, str(exc))
+            return Response(None, None, None, _ms(started), ErrorClass.TLS, str(exc))
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddress):
-                return Response(None, None, None, elapsed(), ErrorClass.BLOCKED,
+                return Response(None, None, None, _ms(started), ErrorClass.BLOCKED,
                                 f"refused: {exc.os_error}")
             kind = ErrorClass.DNS if _nxdomain(exc) else ErrorClass.CONNECTION
-            return Response(None, None, None, elapsed(), kind, str(exc))
+            return Response(None, None, None, _ms(started), kind, str(exc))
         except aiohttp.InvalidURL as exc:
-            return Response(None, None, None, elapsed(), ErrorClass.INVALID_URL, str(exc))
+            return Response(None, None, None, _ms(started), ErrorClass.INVALID_URL, str(exc))
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            return Response(None, None, None, elapsed(), ErrorClass.CONNECTION,
+            return Response(None, None, None, _ms(started), ErrorClass.CONNECTION,
                             f"{type(exc).__name__}: {exc}")

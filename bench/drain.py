@@ -1,0 +1,320 @@
+"""Drain a backlog: N due postbacks already in the database, one engine process sends them
+all and records every attempt. Printed beside the baselines measured in the same run: a
+bare pycurl multi loop and a bare aiohttp loop sending the same GETs to the same receiver,
+and (with ``--celery``) the usual Python build, Celery + Redis + requests.
+
+    .venv/bin/python bench/drain.py [--count 200000] [--partners 10] [--db sqlite,postgresql]
+                                    [--celery 3000]
+
+The engine runs as ``bench/drain.py --child`` in its own process, so its peak RSS and its
+SQL statements are its own; statements are counted with a SQLAlchemy cursor event (an
+``executemany`` counts once: one round trip, pipelined on PostgreSQL). The baselines need
+the ``bench`` extra (``pip install -e '.[bench]'``); a missing one is reported, not faked.
+Everything runs on loopback and stops by itself (bounded count, bounded time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from e2e import PG, ceiling, free_port, get, wait_http
+from sqlalchemy import Engine as DbEngine
+from sqlalchemy import event, func, select
+
+from postback.config import Settings
+from postback.core.addresses import AddressPolicy
+from postback.core.retry import RetryPolicy
+from postback.db.engine import make_engine
+from postback.db.migrate import upgrade
+from postback.db.schema import delivery
+from postback.delivery.engine import Engine
+from postback.models import (
+    ActionIn,
+    BrandIn,
+    ContractIn,
+    EventTypeIn,
+    NotificationSettingIn,
+    PartnerIn,
+    ProgramIn,
+)
+from postback.sealing import new_key
+from postback.services import accounts, ledger, programs
+from postback.services import notification_settings as ns
+
+HERE = Path(__file__).resolve().parent
+DEADLINE = 600.0  # seconds any one phase may take
+REDIS = os.environ.get("POSTBACK_BENCH_REDIS", "redis://127.0.0.1:6379/9")
+
+
+def settings(db_url: str, key: str, client: str = "curl") -> Settings:
+    return Settings(database_url=db_url, allow_targets=AddressPolicy.parse("127.0.0.0/8"),
+                    secret_key=key, poll_interval=0.05, http_client=client,
+                    retry=RetryPolicy(schedule=(1.0,), jitter=0.0))
+
+
+def fill(db: DbEngine, config: Settings, count: int, partners: int, port: int) -> list[str]:
+    """Partners with a GET postback each and ``count`` due deliveries, reported through the
+    ledger (rendered as in production). Returns one rendered URL per delivery."""
+    with db.begin() as c:
+        brand = accounts.create_brand(c, BrandIn(name="Bench Brand"))
+        program = programs.create_program(c, brand["id"], ProgramIn(name="B", currency="USD"))
+        etype = programs.add_event_type(c, brand["id"], program["id"],
+                                        EventTypeIn(name="Sale", action_type="SALE"))
+        ids = []
+        for i in range(partners):
+            partner = accounts.create_partner(c, PartnerIn.model_validate(
+                {"name": f"p{i}", "partner_type": "cashback"}))
+            programs.put_contract(c, brand["id"], program["id"], partner["id"],
+                                  ContractIn.model_validate({
+                                      "event_type_ids": [etype["id"]],
+                                      "locking": {"rule": "open_ended"},
+                                      "clearing": {"rule": "days_after_locking"}}))
+            ns.put_setting(c, partner["id"], "action-lifecycle", NotificationSettingIn(
+                url=f"http://127.0.0.1:{port}/pb/{i}?a={{ActionId}}&p={{Payout}}"
+                    "&s={SubId1}&e={EventId}"), config)
+            ids.append(partner["id"])
+    made = 0
+    while made < count:
+        n = min(1000, count - made)
+        actions = [ActionIn.model_validate({
+            "program_id": program["id"], "event_type_id": etype["id"],
+            "partner_id": ids[(made + k) % partners], "oid": f"o{made + k}",
+            "amount": "100.00", "payout": "8.00", "sub_id1": f"member-{made + k}",
+            "event_date": "2026-11-02T18:04:05+00:00"}) for k in range(n)]
+        with db.begin() as c:
+            ledger.report_actions(c, brand["id"], actions, datetime.now(UTC), batch=True)
+        made += n
+    with db.connect() as c:
+        return list(c.execute(select(delivery.c.url).order_by(delivery.c.id)).scalars())
+
+
+# -- the engine, in its own process -------------------------------------------------------
+
+def child(db_url: str, key: str, client: str) -> None:
+    """Run one engine until every delivery is recorded; print its figures as JSON."""
+    db = make_engine(db_url)
+    statements = 0
+
+    def count_statement(*_: Any) -> None:
+        nonlocal statements
+        statements += 1
+
+    event.listen(db, "before_cursor_execute", count_statement)
+    engine = Engine(settings(db_url, key, client), db, name="bench")
+    done_at = 0.0
+
+    async def watch() -> None:
+        nonlocal done_at, statements
+        probe = make_engine(db_url)  # not counted: the benchmark's own polling
+        while True:  # a cheap indexed probe, a few times a second: the engine has the GIL
+            await asyncio.sleep(0.25)
+            with probe.connect() as c:
+                left = c.execute(select(delivery.c.id).where(delivery.c.status == "pending")
+                                 .limit(1)).first()
+            if left is None or time.perf_counter() - started > DEADLINE:
+                done_at = time.perf_counter()
+                engine.stop()
+                probe.dispose()
+                return
+
+    async def main() -> None:
+        watcher = asyncio.create_task(watch())
+        await engine.run()
+        await watcher
+
+    started = time.perf_counter()
+    asyncio.run(main())
+    with db.connect() as c:
+        succeeded = c.execute(select(func.count()).select_from(delivery)
+                              .where(delivery.c.status == "succeeded")).scalar_one()
+    print(json.dumps({"seconds": done_at - started, "succeeded": succeeded,
+                      "statements": statements,
+                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def drain(db_url: str, key: str, client: str) -> dict[str, Any]:
+    out = subprocess.run([sys.executable, __file__, "--child", db_url, key, client],
+                         capture_output=True, text=True, timeout=DEADLINE + 60, check=True)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# -- baselines ------------------------------------------------------------------------------
+
+def bare_pycurl(urls: list[str], concurrency: int = 512) -> float | None:
+    """A bare pycurl multi loop: reused handles (keep-alive), nothing recorded."""
+    try:
+        import pycurl
+    except ImportError:
+        return None
+    multi = pycurl.CurlMulti()
+    free = []
+    for _ in range(concurrency):
+        handle = pycurl.Curl()
+        handle.setopt(pycurl.WRITEFUNCTION, len)
+        free.append(handle)
+    pending = iter(urls)
+    active = 0
+    started = time.perf_counter()
+    while True:
+        while free:
+            url = next(pending, None)
+            if url is None:
+                break
+            handle = free.pop()
+            handle.setopt(pycurl.URL, url)
+            multi.add_handle(handle)
+            active += 1
+        if active == 0:
+            break
+        while multi.perform()[0] == pycurl.E_CALL_MULTI_PERFORM:
+            pass
+        while True:
+            queued, ok, failed = multi.info_read()
+            for handle in ok + [f[0] for f in failed]:
+                multi.remove_handle(handle)
+                free.append(handle)
+                active -= 1
+            if failed:
+                raise RuntimeError(f"pycurl: {failed[0][2]}")
+            if not queued:
+                break
+        multi.select(0.1)
+    return len(urls) / (time.perf_counter() - started)
+
+
+def celery_build(urls: list[str], receiver: str) -> float | None:
+    """Celery + Redis + requests, as a Python team would build it: one task per postback,
+    a prefork worker with one process per core."""
+    try:
+        import celery  # noqa: F401
+        import redis
+        import requests  # noqa: F401
+    except ImportError:
+        return None
+    queue = f"bench-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "BENCH_BROKER": REDIS, "BENCH_QUEUE": queue}
+    from celery_app import app, send  # type: ignore[import-not-found]
+
+    get(f"{receiver}/__reset")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "celery_app", "worker", "-Q", queue,
+         "--concurrency", str(os.cpu_count() or 2), "--loglevel", "WARNING"],
+        cwd=HERE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        app.conf.task_default_queue = queue
+        time.sleep(3)  # let the worker connect before the clock starts
+        started = time.perf_counter()
+        for url in urls:
+            send.apply_async((url,), queue=queue)
+        while get(f"{receiver}/__stats")["count"] < len(urls):
+            if time.perf_counter() - started > DEADLINE:
+                raise RuntimeError("celery did not finish in time")
+            time.sleep(0.05)
+        return len(urls) / (time.perf_counter() - started)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+        redis.Redis.from_url(REDIS).delete(queue)
+
+
+# -- the run ------------------------------------------------------------------------------
+
+def fresh_database(kind: str, tmp: Path) -> tuple[str, str | None]:
+    if kind == "sqlite":
+        return f"sqlite:///{tmp}/drain-{uuid.uuid4().hex[:6]}.db", None
+    name = f"postback_drain_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG.rsplit("/", 1)[0] + "/" + name, name
+
+
+def drop_database(name: str | None) -> None:
+    if name:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--count", type=int, default=200_000)
+    p.add_argument("--partners", type=int, default=10)
+    p.add_argument("--db", default="sqlite,postgresql")
+    p.add_argument("--client", default="curl,aiohttp", help="the engine's HTTP drivers to run")
+    p.add_argument("--celery", type=int, default=0, help="postbacks for the Celery baseline")
+    args = p.parse_args()
+    port = free_port()
+    receiver = subprocess.Popen([sys.executable, str(HERE / "receiver.py"), str(port)])
+    rows: list[tuple[str, float | None, str]] = []
+    try:
+        wait_http(f"http://127.0.0.1:{port}/__stats")
+        key = new_key()
+        with tempfile.TemporaryDirectory() as tmp:
+            urls: list[str] = []
+            for kind in args.db.split(","):
+                for client in args.client.split(","):
+                    db_url, pg_name = fresh_database(kind, Path(tmp))
+                    try:
+                        upgrade(db_url)
+                        db = make_engine(db_url)
+                        t = time.perf_counter()
+                        urls = fill(db, settings(db_url, key), args.count, args.partners, port)
+                        print(f"{kind}: {len(urls)} due postbacks written in "
+                              f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
+                        db.dispose()
+                        get(f"http://127.0.0.1:{port}/__reset")
+                        got = drain(db_url, key, client)
+                        received = get(f"http://127.0.0.1:{port}/__stats")["count"]
+                        rows.append((f"postback engine, {kind}, {client}",
+                                     got["succeeded"] / got["seconds"],
+                                     f"{got['statements'] / args.count:.4f} SQL/postback, "
+                                     f"peak RSS {got['rss_mb']:.0f} MB, {received} received"))
+                    finally:
+                        drop_database(pg_name)
+            get(f"http://127.0.0.1:{port}/__reset")
+            rows.insert(0, ("bare pycurl multi loop", bare_pycurl(urls), "512 concurrent"))
+            get(f"http://127.0.0.1:{port}/__reset")
+            rows.insert(1, ("bare aiohttp loop", asyncio.run(ceiling(urls)), "512 concurrent"))
+            if args.celery:
+                rate = celery_build(urls[:args.celery], f"http://127.0.0.1:{port}")
+                rows.append((f"Celery + Redis + requests ({args.celery})", rate,
+                             f"prefork, {os.cpu_count()} processes"))
+    finally:
+        receiver.terminate()
+        receiver.wait(timeout=10)
+    pycurl_rate, aiohttp_rate = rows[0][1], rows[1][1]
+    celery_rate = rows[-1][1] if args.celery else None
+    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.processor() or platform.machine()}"
+          f" · {os.cpu_count()} cores · Python {platform.python_version()} · "
+          f"{args.count} postbacks, {args.partners} endpoints\n")
+    print("| run | postbacks/s | vs pycurl | vs aiohttp | vs Celery | notes |")
+    print("|---|---:|---:|---:|---:|---|")
+
+    def ratio(rate: float | None, base: float | None) -> str:
+        return f"{rate / base:.2f}" if rate and base else "—"
+
+    for name, rate, notes in rows:
+        shown = f"{rate:,.0f}" if rate else "not installed"
+        print(f"| {name} | {shown} | {ratio(rate, pycurl_rate)} | {ratio(rate, aiohttp_rate)}"
+              f" | {ratio(rate, celery_rate)} | {notes} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4])
+    else:
+        main()
