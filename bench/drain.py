@@ -61,8 +61,10 @@ REDIS = os.environ.get("POSTBACK_BENCH_REDIS", "redis://127.0.0.1:6379/9")
 
 
 def settings(db_url: str, key: str, client: str = "curl") -> Settings:
+    per_endpoint = int(os.environ.get("POSTBACK_ENDPOINT_CONCURRENCY") or 32)
     return Settings(database_url=db_url, allow_targets=AddressPolicy.parse("127.0.0.0/8"),
                     secret_key=key, poll_interval=0.05, http_client=client,
+                    endpoint_concurrency=per_endpoint,
                     retry=RetryPolicy(schedule=(1.0,), jitter=0.0))
 
 
@@ -141,7 +143,9 @@ def child(db_url: str, key: str, client: str) -> None:
     with db.connect() as c:
         succeeded = c.execute(select(func.count()).select_from(delivery)
                               .where(delivery.c.status == "succeeded")).scalar_one()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": done_at - started, "succeeded": succeeded,
+                      "cpu": usage.ru_utime + usage.ru_stime,
                       "statements": statements,
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
@@ -282,6 +286,7 @@ def main() -> None:
                         rows.append((f"postback engine, {kind}, {client}",
                                      got["succeeded"] / got["seconds"],
                                      f"{got['statements'] / args.count:.4f} SQL/postback, "
+                                     f"CPU {got['cpu'] / got['seconds']:.0%} of a core, "
                                      f"peak RSS {got['rss_mb']:.0f} MB, {received} received"))
                     finally:
                         drop_database(pg_name)
