@@ -11,8 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from postback.core.lifecycle import (
     ClearingRule,
@@ -98,12 +97,20 @@ def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
         })
     for row, new_id in zip(rows, allocate_ids(conn, action, len(rows)), strict=True):
         row["id"] = new_id
-    inserted = _insert_unless_taken(conn, rows)
-    if len(inserted) < len(rows):  # the caller's transaction rolls the rest back
-        i = next(i for i, r in enumerate(rows) if r["id"] not in inserted)
-        raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {rows[i]['oid']!r} is "
+    try:
+        # the unique index answers "is this oid taken?" as it inserts: one probe per row,
+        # whatever the table's size or statistics (a separate "oid IN (...)" look-up was
+        # planned as a scan of the whole event type on a freshly loaded PostgreSQL table)
+        with conn.begin_nested():
+            conn.execute(insert(action), rows)
+    except IntegrityError as exc:
+        if "oid" not in str(exc.orig):
+            raise
+        taken = _first_taken_oid(conn, seen)  # only now: which one, for the message
+        i = seen[taken] if taken is not None else 0
+        raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {actions[i].oid!r} is "
                             f"already used by an action of event type "
-                            f"{rows[i]['event_type_id']}")
+                            f"{actions[i].event_type_id}") from None
     conn.execute(insert(action_update), [
         {"action_id": r["id"], "sequence": 1, "trigger": Trigger.TRACKED.value, "reason": None,
          "status": r["status"], "amount": r["amount"], "payout": r["payout"],
@@ -116,18 +123,21 @@ def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
     return rows
 
 
-def _insert_unless_taken(conn: Connection, rows: list[dict[str, Any]]) -> set[int]:
-    """Insert the actions whose (event type, oid) is new; the ids of those inserted.
-
-    The unique index answers "is this oid taken?" as it inserts: one probe per row whatever
-    the table's size or statistics. (A separate ``oid IN (...)`` look-up was planned as a
-    scan of the whole event type on a freshly loaded PostgreSQL table.)
-    """
-    dialect_insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    statement = (dialect_insert(action)
-                 .on_conflict_do_nothing(index_elements=[action.c.event_type_id, action.c.oid])
-                 .returning(action.c.id))
-    return set(conn.execute(statement, rows).scalars())
+def _first_taken_oid(conn: Connection,
+                     keys: dict[tuple[int, str], int]) -> tuple[int, str] | None:
+    """One of ``keys`` (event type, oid) already in the ledger, if any. Looked up per event
+    type in chunks: a 10,000-pair row-value IN list is too deep for PostgreSQL."""
+    by_type: dict[int, list[str]] = {}
+    for event_type_id, oid in keys:
+        by_type.setdefault(event_type_id, []).append(oid)
+    for event_type_id, oids in by_type.items():
+        for start in range(0, len(oids), 1000):
+            found = conn.execute(select(action.c.oid).where(
+                action.c.event_type_id == event_type_id,
+                action.c.oid.in_(oids[start:start + 1000])).limit(1)).scalar()
+            if found is not None:
+                return event_type_id, str(found)
+    return None
 
 
 def _load(conn: Connection, brand_id: int, action_id: int) -> Row[Any]:
