@@ -26,7 +26,9 @@ from postback.core.retry import RetryPolicy
 from postback.db.engine import make_engine
 from postback.db.migrate import upgrade
 from postback.db.schema import metadata
+from postback.delivery.curl import CurlSender
 from postback.delivery.engine import Engine
+from postback.delivery.http import AiohttpSender, Sender
 from postback.sealing import new_key
 from tests.receiver import Receiver
 
@@ -133,6 +135,13 @@ class Service:
         if expect is not None:
             assert response.status_code == expect, response.text
         return response.json() if response.content else None
+
+
+@pytest.fixture(params=[CurlSender, AiohttpSender], ids=["curl", "aiohttp"])
+def driver(request: pytest.FixtureRequest) -> type[Sender]:
+    """Each HTTP driver, for tests of what every driver must do alike."""
+    cls: type[Sender] = request.param
+    return cls
 
 
 @pytest.fixture

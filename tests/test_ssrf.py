@@ -12,19 +12,11 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from postback.config import Settings
 from postback.core.addresses import AddressPolicy
-from postback.delivery.curl import CurlSender
-from postback.delivery.http import AiohttpSender, Sender
+from postback.delivery.http import Sender
 from tests.certs import TestCA
 from tests.conftest import World, build_world
 from tests.receiver import Answer, Receiver
 from tests.test_delivery import wait_status
-
-
-@pytest.fixture(params=[CurlSender, AiohttpSender], ids=["curl", "aiohttp"])
-def driver(request: pytest.FixtureRequest) -> type[Sender]:
-    """Both HTTP drivers keep the same address rules."""
-    cls: type[Sender] = request.param
-    return cls
 
 
 class StubDNS(AbstractResolver):

@@ -33,7 +33,7 @@ _TLS_ERRORS = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90,
 class _Transfer:
     """One request in flight: what libcurl hands back, gathered as it arrives."""
 
-    __slots__ = ("body", "future", "headers", "refusal", "size", "started")
+    __slots__ = ("body", "future", "headers", "refusal", "size", "started", "truncated")
 
     def __init__(self, future: asyncio.Future[Response], started: float) -> None:
         self.future = future
@@ -42,6 +42,23 @@ class _Transfer:
         self.body: list[bytes] = []
         self.size = 0
         self.refusal: str | None = None
+        self.truncated = False
+
+
+class _Handover:
+    """A new socket for libcurl, which takes a duplicate of its descriptor: ours is closed
+    as soon as libcurl has it (quietly, unlike a socket left to the garbage collector)."""
+
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def __del__(self) -> None:
+        self.sock.close()
 
 
 class CurlSender(Sender):
@@ -177,18 +194,23 @@ class CurlSender(Sender):
             if reason is not None:
                 transfer.refusal = reason
                 return pycurl.SOCKET_BAD
-        return socket.socket(address.family, address.socktype, address.protocol)
+        return _Handover(socket.socket(address.family, address.socktype, address.protocol))
 
     @staticmethod
-    def _keep(transfer: _Transfer, chunk: bytes) -> None:
-        if transfer.size < MAX_STORED_BODY:  # the rest is read and dropped
-            transfer.body.append(chunk)
-            transfer.size += len(chunk)
+    def _keep(transfer: _Transfer, chunk: bytes) -> int | None:
+        """Keep what the attempt log stores; past that, stop reading (a partner's endless
+        or stalled body must not hold the request open until the time limit)."""
+        if transfer.size >= MAX_STORED_BODY:
+            transfer.truncated = True
+            return 0  # not all taken: libcurl ends the transfer (E_WRITE_ERROR)
+        transfer.body.append(chunk)
+        transfer.size += len(chunk)
+        return None
 
     def _done(self, handle: pycurl.Curl, errno: int, message: str) -> None:
         transfer = self._transfers.pop(handle)
         self._multi.remove_handle(handle)
-        if errno == 0:
+        if errno == 0 or (errno == pycurl.E_WRITE_ERROR and transfer.truncated):
             status = handle.getinfo(pycurl.RESPONSE_CODE)
             response = Response(status, _headers(transfer.headers),
                                 b"".join(transfer.body)[:MAX_STORED_BODY]
