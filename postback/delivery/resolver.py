@@ -45,8 +45,6 @@ class GuardedResolver(AbstractResolver):
         return f"GuardedResolver({self.policy!r})"
 
 
-
-
 # RFC 2606 / 6761 names that never resolve on the public internet: not looked up at all.
 _NEVER_PUBLIC = (".example", ".invalid", ".test")
 _lookups = ThreadPoolExecutor(max_workers=4, thread_name_prefix="save-dns")
