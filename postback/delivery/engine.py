@@ -1,6 +1,6 @@
 """The delivery engine: one asyncio loop per worker process.
 
-    claim (batch) ─▶ per-endpoint queues ─▶ send (aiohttp) ─▶ results ─▶ record (batch)
+    claim (batch) ─▶ per-endpoint queues ─▶ Sender (pycurl | aiohttp) ─▶ results ─▶ record
 
 * Claims are batched and leased (``queue.claim``); a worker holds at most ``max_in_flight``
   deliveries, and at most ``2 * endpoint_concurrency`` for any one endpoint (setting), of

@@ -190,9 +190,13 @@ def _refuse(reason: str) -> Invalid:
                    "can open ranges for testing with POSTBACK_ALLOW_TARGETS)")
 
 
+def _target_host(url: str) -> str | None:
+    return urlsplit(url.split("{", 1)[0]).hostname
+
+
 def check_target(url: str, policy: AddressPolicy) -> None:
     """Refuse a URL whose host is a non-public IP literal (pure: no lookup)."""
-    host = urlsplit(url.split("{", 1)[0]).hostname
+    host = _target_host(url)
     literal = literal_ip(host) if host else None
     reason = policy.refusal(literal) if literal is not None else None
     if reason is not None:
@@ -204,11 +208,15 @@ def vet_target(url: str, config: Settings) -> list[str]:
     seconds): refuse a literal or a host name that resolves to a non-public address; return
     warnings for a name that does not resolve now. Every send resolves and checks again,
     since what a name resolves to can change."""
-    check_target(url, config.allow_targets)
-    host = urlsplit(url.split("{", 1)[0]).hostname
-    if not host or literal_ip(host) is not None:
+    host = _target_host(url)
+    if not host:
         return []
-    reason, warning = vet_host_now(host, config.allow_targets, min(config.connect_timeout, 3.0))
+    literal = literal_ip(host)
+    if literal is not None:
+        reason, warning = config.allow_targets.refusal(literal), None
+    else:
+        reason, warning = vet_host_now(host, config.allow_targets,
+                                       min(config.connect_timeout, 3.0))
     if reason is not None:
         raise _refuse(reason)
     return [f"url: {warning}"] if warning else []
