@@ -40,7 +40,7 @@ from postback.core.addresses import AddressPolicy
 from postback.core.retry import RetryPolicy
 from postback.db.engine import make_engine
 from postback.db.migrate import upgrade
-from postback.db.schema import delivery
+from postback.db.schema import delivery, delivery_attempt
 from postback.delivery.engine import Engine
 from postback.models import (
     ActionIn,
@@ -107,7 +107,8 @@ def fill(db: DbEngine, config: Settings, count: int, partners: int, port: int) -
 # -- the engine, in its own process -------------------------------------------------------
 
 def child(db_url: str, key: str, client: str) -> None:
-    """Run one engine until every delivery is recorded; print its figures as JSON."""
+    """Run one engine until no delivery is left pending; print its figures as JSON (its
+    own successes are the attempts it recorded under its name)."""
     db = make_engine(db_url)
     statements = 0
 
@@ -116,7 +117,7 @@ def child(db_url: str, key: str, client: str) -> None:
         statements += 1
 
     event.listen(db, "before_cursor_execute", count_statement)
-    engine = Engine(settings(db_url, key, client), db, name="bench")
+    engine = Engine(settings(db_url, key, client), db)
     done_at = 0.0
 
     async def watch() -> None:
@@ -141,8 +142,9 @@ def child(db_url: str, key: str, client: str) -> None:
     started = time.perf_counter()
     asyncio.run(main())
     with db.connect() as c:
-        succeeded = c.execute(select(func.count()).select_from(delivery)
-                              .where(delivery.c.status == "succeeded")).scalar_one()
+        succeeded = c.execute(select(func.count()).select_from(delivery_attempt).where(
+            delivery_attempt.c.worker == engine.name,
+            delivery_attempt.c.outcome == "success")).scalar_one()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": done_at - started, "succeeded": succeeded,
                       "cpu": usage.ru_utime + usage.ru_stime,
@@ -150,11 +152,35 @@ def child(db_url: str, key: str, client: str) -> None:
                       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def drain(db_url: str, key: str, client: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, __file__, "--child", db_url, key, client],
-                         capture_output=True, text=True, timeout=DEADLINE + 60, check=True)
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
+def drain(db_url: str, key: str, client: str, profile: str | None = None,
+          workers: int = 1) -> list[dict[str, Any]]:
+    """``workers`` engine processes at once on the one database; each one's figures."""
+    command = [sys.executable, __file__, "--child", db_url, key, client]
+    if profile:  # py-spy's raw (collapsed) stacks: where the time goes
+        command = [str(Path(sys.executable).parent / "py-spy"), "record",
+                   "-r", "250", "--format", "raw", "-o", profile, "--", *command]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+             for _ in range(workers)]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=DEADLINE + 60)
+        if proc.returncode:
+            raise RuntimeError(f"engine process failed ({proc.returncode})")
+        last = [line for line in out.splitlines() if line.startswith("{")][-1]
+        results.append(json.loads(last))
+    return results
+
+
+def sent_once(db_url: str) -> tuple[int, int]:
+    """(deliveries, attempts): equal when no delivery was sent twice."""
+    db = make_engine(db_url)
+    try:
+        with db.connect() as c:
+            return (c.execute(select(func.count()).select_from(delivery)).scalar_one(),
+                    c.execute(select(func.count()).select_from(delivery_attempt))
+                    .scalar_one())
+    finally:
+        db.dispose()
 
 
 # -- baselines ------------------------------------------------------------------------------
@@ -260,6 +286,10 @@ def main() -> None:
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument("--client", default="curl,aiohttp", help="the engine's HTTP drivers to run")
     p.add_argument("--celery", type=int, default=0, help="postbacks for the Celery baseline")
+    p.add_argument("--workers", default="1",
+                   help="engine processes draining one database at once, e.g. 1,2,4")
+    p.add_argument("--profile", metavar="PREFIX",
+                   help="run each engine under py-spy, writing PREFIX-<db>-<client>.txt")
     args = p.parse_args()
     port = free_port()
     receiver = subprocess.Popen([sys.executable, str(HERE / "receiver.py"), str(port)])
@@ -269,27 +299,37 @@ def main() -> None:
         key = new_key()
         with tempfile.TemporaryDirectory() as tmp:
             urls: list[str] = []
-            for kind in args.db.split(","):
-                for client in args.client.split(","):
-                    db_url, pg_name = fresh_database(kind, Path(tmp))
-                    try:
-                        upgrade(db_url)
-                        db = make_engine(db_url)
-                        t = time.perf_counter()
-                        urls = fill(db, settings(db_url, key), args.count, args.partners, port)
-                        print(f"{kind}: {len(urls)} due postbacks written in "
-                              f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
-                        db.dispose()
-                        get(f"http://127.0.0.1:{port}/__reset")
-                        got = drain(db_url, key, client)
-                        received = get(f"http://127.0.0.1:{port}/__stats")["count"]
-                        rows.append((f"postback engine, {kind}, {client}",
-                                     got["succeeded"] / got["seconds"],
-                                     f"{got['statements'] / args.count:.4f} SQL/postback, "
-                                     f"CPU {got['cpu'] / got['seconds']:.0%} of a core, "
-                                     f"peak RSS {got['rss_mb']:.0f} MB, {received} received"))
-                    finally:
-                        drop_database(pg_name)
+            runs = [(kind, client, int(n)) for kind in args.db.split(",")
+                    for client in args.client.split(",") for n in args.workers.split(",")]
+            for kind, client, workers in runs:
+                db_url, pg_name = fresh_database(kind, Path(tmp))
+                try:
+                    upgrade(db_url)
+                    db = make_engine(db_url)
+                    t = time.perf_counter()
+                    urls = fill(db, settings(db_url, key), args.count, args.partners, port)
+                    print(f"{kind}: {len(urls)} due postbacks written in "
+                          f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
+                    db.dispose()
+                    get(f"http://127.0.0.1:{port}/__reset")
+                    got = drain(db_url, key, client, args.profile and
+                                f"{args.profile}-{kind}-{client}.txt", workers)
+                    received = get(f"http://127.0.0.1:{port}/__stats")["count"]
+                    deliveries, attempts = sent_once(db_url)
+                    seconds = max(g["seconds"] for g in got)
+                    total = sum(g["succeeded"] for g in got)
+                    label = "" if workers == 1 else f", {workers} processes"
+                    each = ", ".join(f"{g['succeeded'] / g['seconds']:,.0f}" for g in got)
+                    rows.append((
+                        f"postback engine, {kind}, {client}{label}", total / seconds,
+                        f"{sum(g['statements'] for g in got) / args.count:.4f} "
+                        f"SQL/postback, CPU {sum(g['cpu'] for g in got) / seconds:.0%} "
+                        f"of a core, peak RSS {max(g['rss_mb'] for g in got):.0f} MB"
+                        + (f" (each), per process {each}/s" if workers > 1 else "")
+                        + f"; {received} received, {attempts} attempts for "
+                        f"{deliveries} deliveries"))
+                finally:
+                    drop_database(pg_name)
             get(f"http://127.0.0.1:{port}/__reset")
             rows.insert(0, ("bare pycurl multi loop", bare_pycurl(urls), "512 concurrent"))
             get(f"http://127.0.0.1:{port}/__reset")

@@ -111,7 +111,10 @@ class Service:
             proc.wait(timeout=30)
 
 
-def setup(service: Service, partners: int, receiver: str) -> tuple[str, list[dict[str, int]]]:
+def setup(service: Service, partners: int, receiver: str, hole: str | None = None
+          ) -> tuple[str, list[dict[str, int]]]:
+    """A brand, a program and ``partners`` partners with a GET postback each to
+    ``receiver`` (the first partner's to ``hole`` instead, when given)."""
     brand = service.call("POST", "/v1/brands", ADMIN, {"name": "Bench Brand"})
     bkey = service.call("POST", "/v1/api-keys", ADMIN,
                         {"account_type": "brand", "account_id": brand["id"]})["key"]
@@ -127,8 +130,9 @@ def setup(service: Service, partners: int, receiver: str) -> tuple[str, list[dic
         service.call("PUT", f"/v1/programs/{program['id']}/contracts/{partner['id']}", bkey,
                      {"event_type_ids": [etype["id"]], "locking": {"rule": "open_ended"},
                       "clearing": {"rule": "days_after_locking", "days": 0}})
+        base = hole if hole and i == 0 else receiver
         service.call("PUT", "/v1/event-notifications/action-lifecycle", pkey,
-                     {"url": f"{receiver}/pb/{i}?t={{SubId1}}&a={{ActionId}}&p={{Payout}}"
+                     {"url": f"{base}/pb/{i}?t={{SubId1}}&a={{ActionId}}&p={{Payout}}"
                              "&s={Status}&e={EventId}", "method": "GET"})
         targets.append({"program_id": program["id"], "event_type_id": etype["id"],
                         "partner_id": partner["id"]})

@@ -2,9 +2,10 @@
 
 Answers every request with 200 OK. For requests whose query has ``t=<unix seconds>`` it
 records ``now - t`` as that request's latency. ``GET /__stats`` returns the count and the
-latencies so far as JSON; ``GET /__reset`` clears them.
+latencies so far as JSON; ``GET /__reset`` clears them. With a second port it also runs a
+black hole there: it accepts connections and never reads or answers (a dead partner).
 
-    python bench/receiver.py PORT
+    python bench/receiver.py PORT [HOLE_PORT]
 """
 
 from __future__ import annotations
@@ -68,12 +69,19 @@ class Receiver(asyncio.Protocol):
         self.transport.write(OK)
 
 
-async def main(port: int) -> None:
+class BlackHole(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]
+
+
+async def main(port: int, hole: int | None) -> None:
     loop = asyncio.get_running_loop()
     server = await loop.create_server(Receiver, "127.0.0.1", port, backlog=4096)
+    if hole:
+        await loop.create_server(BlackHole, "127.0.0.1", hole, backlog=4096)
     async with server:
         await server.serve_forever()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None))
