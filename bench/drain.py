@@ -4,7 +4,11 @@ bare pycurl multi loop and a bare aiohttp loop sending the same GETs to the same
 and (with ``--celery``) the usual Python build, Celery + Redis + requests.
 
     .venv/bin/python bench/drain.py [--count 200000] [--partners 10] [--db sqlite,postgresql]
-                                    [--celery 3000]
+                                    [--celery 3000] [--workers 1,2,4] [--profile PREFIX]
+
+``--db memory`` runs the same engine with the queue in memory (no database at all): the
+difference to a database's row is what the database costs. ``--workers`` runs several
+engine processes on one database at once and checks that no delivery was sent twice.
 
 The engine runs as ``bench/drain.py --child`` in its own process, so its peak RSS and its
 SQL statements are its own; statements are counted with a SQLAlchemy cursor event (an
@@ -41,7 +45,9 @@ from postback.core.retry import RetryPolicy
 from postback.db.engine import make_engine
 from postback.db.migrate import upgrade
 from postback.db.schema import delivery, delivery_attempt
+from postback.delivery import queue
 from postback.delivery.engine import Engine
+from postback.delivery.queue import Claim, Job
 from postback.models import (
     ActionIn,
     BrandIn,
@@ -106,9 +112,52 @@ def fill(db: DbEngine, config: Settings, count: int, partners: int, port: int) -
 
 # -- the engine, in its own process -------------------------------------------------------
 
+def urls_for(count: int, partners: int, port: int) -> list[str]:
+    """The URLs ``fill`` renders, without a database (for ``--db memory``)."""
+    return [f"http://127.0.0.1:{port}/pb/{i % partners}?a={i + 1}&p=8.00&s=member-{i}"
+            f"&e={uuid.uuid4()}" for i in range(count)]
+
+
+class MemoryQueue:
+    """``queue.claim``/``release``/``record`` over a list in memory: the engine with no
+    database at all, to show what the database costs (``--db memory``)."""
+
+    def __init__(self, urls: list[str], partners: int) -> None:
+        from collections import deque
+
+        self.waiting = {p + 1: deque[Job]() for p in range(partners)}
+        for i, url in enumerate(urls):
+            self.waiting[i % partners + 1].append(Job(
+                id=i + 1, event_id=str(uuid.uuid4()), setting_id=i % partners + 1,
+                method="GET", url=url, headers={}, secret_headers=frozenset(),
+                success_response=None, body=None, attempt=1, failures=0))
+        self.left = len(urls)
+        self.succeeded = 0
+
+    def claim(self, _db: Any, _worker: str, limit: int, _now: Any, _lease: float,
+              room: dict[int, int] | None = None, default_room: int = 1 << 30,
+              _sealer: Any = None) -> Claim:
+        jobs: list[Job] = []
+        for sid, waiting in self.waiting.items():
+            take = min(len(waiting), (room or {}).get(sid, default_room), limit - len(jobs))
+            jobs.extend(waiting.popleft() for _ in range(max(0, take)))
+        return Claim(jobs)
+
+    def release(self, _db: Any, _worker: str, ids: list[int], _now: Any) -> None:
+        raise AssertionError("the memory queue never over-claims")
+
+    def record(self, _db: Any, _worker: str, results: list[Any], _now: Any,
+               _policy: Any = None) -> None:
+        self.left -= len(results)
+        self.succeeded += sum(1 for r in results if r.outcome == "success")
+
+
 def child(db_url: str, key: str, client: str) -> None:
     """Run one engine until no delivery is left pending; print its figures as JSON (its
     own successes are the attempts it recorded under its name)."""
+    if db_url.startswith("memory:"):
+        memory_child(db_url, key, client)
+        return
     db = make_engine(db_url)
     statements = 0
 
@@ -141,15 +190,53 @@ def child(db_url: str, key: str, client: str) -> None:
 
     started = time.perf_counter()
     asyncio.run(main())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     with db.connect() as c:
         succeeded = c.execute(select(func.count()).select_from(delivery_attempt).where(
             delivery_attempt.c.worker == engine.name,
             delivery_attempt.c.outcome == "success")).scalar_one()
-    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"seconds": done_at - started, "succeeded": succeeded,
                       "cpu": usage.ru_utime + usage.ru_stime,
-                      "statements": statements,
-                      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "statements": statements, "rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS. Linux's ``ru_maxrss`` is not that: it keeps the high
+    water mark across ``exec``, so a child inherits the RSS its parent had when it forked
+    (here, the benchmark holding every URL); ``VmHWM`` counts only this program."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_child(spec: str, key: str, client: str) -> None:
+    _, count, partners, port = spec.split(":")
+    memory = MemoryQueue(urls_for(int(count), int(partners), int(port)), int(partners))
+    queue.claim, queue.release, queue.record = (  # type: ignore[assignment]
+        memory.claim, memory.release, memory.record)
+    unused = f"sqlite:///{tempfile.gettempdir()}/drain-memory-unused.db"  # never opened
+    engine = Engine(settings(unused, key, client), make_engine(unused))
+
+    async def main() -> float:
+        run = asyncio.create_task(engine.run())
+        while memory.left > 0:
+            await asyncio.sleep(0.01)
+        done = time.perf_counter()
+        engine.stop()
+        await run
+        return done
+
+    started = time.perf_counter()
+    done_at = asyncio.run(main())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    print(json.dumps({"seconds": done_at - started, "succeeded": memory.succeeded,
+                      "cpu": usage.ru_utime + usage.ru_stime, "statements": 0,
+                      "rss_mb": peak_rss_mb()}))
 
 
 def drain(db_url: str, key: str, client: str, profile: str | None = None,
@@ -302,20 +389,28 @@ def main() -> None:
             runs = [(kind, client, int(n)) for kind in args.db.split(",")
                     for client in args.client.split(",") for n in args.workers.split(",")]
             for kind, client, workers in runs:
-                db_url, pg_name = fresh_database(kind, Path(tmp))
+                if kind == "memory":
+                    db_url, pg_name = f"memory:{args.count}:{args.partners}:{port}", None
+                else:
+                    db_url, pg_name = fresh_database(kind, Path(tmp))
                 try:
-                    upgrade(db_url)
-                    db = make_engine(db_url)
-                    t = time.perf_counter()
-                    urls = fill(db, settings(db_url, key), args.count, args.partners, port)
-                    print(f"{kind}: {len(urls)} due postbacks written in "
-                          f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
-                    db.dispose()
+                    if kind == "memory":
+                        urls = urls_for(args.count, args.partners, port)
+                    else:
+                        upgrade(db_url)
+                        db = make_engine(db_url)
+                        t = time.perf_counter()
+                        urls = fill(db, settings(db_url, key), args.count, args.partners,
+                                    port)
+                        print(f"{kind}: {len(urls)} due postbacks written in "
+                              f"{time.perf_counter() - t:.1f} s", file=sys.stderr)
+                        db.dispose()
                     get(f"http://127.0.0.1:{port}/__reset")
                     got = drain(db_url, key, client, args.profile and
                                 f"{args.profile}-{kind}-{client}.txt", workers)
                     received = get(f"http://127.0.0.1:{port}/__stats")["count"]
-                    deliveries, attempts = sent_once(db_url)
+                    deliveries, attempts = ((args.count, received) if kind == "memory"
+                                            else sent_once(db_url))
                     seconds = max(g["seconds"] for g in got)
                     total = sum(g["succeeded"] for g in got)
                     label = "" if workers == 1 else f", {workers} processes"
