@@ -139,12 +139,12 @@ def test_partners_see_only_their_own_deliveries(world: World, receiver: Receiver
         "account_type": "partner", "account_id": other["id"]})["key"]
     client = browser(world)
     token = sign_in(client, other_key)
-    assert client.get(f"/partner/deliveries/{mine['id']}").status_code == 403
+    assert client.get(f"/partner/deliveries/{mine['id']}").status_code == 404
     listing = client.get("/partner/deliveries")
     assert f"/partner/deliveries/{mine['id']}" not in listing.text
     assert "No deliveries match." in listing.text
     resend = client.post(f"/partner/deliveries/{mine['id']}/resend", data={"csrf_token": token})
-    assert resend.status_code == 403
+    assert resend.status_code == 404
     # and the owner sees it, with its attempt
     owner = browser(world)
     sign_in(owner, world.partner_key)
@@ -335,3 +335,54 @@ def test_a_json_catalog_upload_is_all_or_nothing(world: World) -> None:
     page = client.post(f"/brand/catalog/{world.program_id}/upload",
                        data={"csrf_token": token}, files={"file": ("x.csv", b"\xff\xfe")})
     assert page.status_code == 422 and "not UTF-8" in page.text
+
+
+def test_signing_secret_is_shown_once_and_rotates(world: World, receiver: Receiver) -> None:
+    client = browser(world)
+    token = sign_in(client, world.partner_key)
+    form = {"csrf_token": token, "url": f"{receiver.url}/pb?id={{ActionId}}", "method": "GET",
+            "body_format": "json", "enabled": "on", "signed": "on", "signing_scheme": "v1"}
+    saved = client.post("/partner/event-notifications/action-lifecycle", data=form)
+    first = re.search(r'<code id="signing-secret">([^<]+)</code>', saved.text)
+    assert first and first.group(1).startswith("whsec_")
+    page = client.get("/partner/event-notifications/action-lifecycle")
+    assert first.group(1) not in page.text and "Rotate signing secret" in page.text
+    rotated = client.post("/partner/event-notifications/action-lifecycle/signing-secret/rotate",
+                          data={"csrf_token": token})
+    second = re.search(r'<code id="signing-secret">([^<]+)</code>', rotated.text)
+    assert second and second.group(1) != first.group(1)
+    # saving the form again keeps the current secret (nothing new to reveal)
+    again = client.post("/partner/event-notifications/action-lifecycle", data=form)
+    assert 'id="signing-secret"' not in again.text
+
+
+def test_event_level_postbacks_are_added_and_deleted(world: World) -> None:
+    client = browser(world)
+    token = sign_in(client, world.partner_key)
+    page = client.get("/partner/event-notifications")
+    assert f'value="{world.program_id}:{world.event_type_id}"' in page.text
+    client.post("/partner/event-notifications/event-level", data={
+        "csrf_token": token, "event_type": f"{world.program_id}:{world.event_type_id}",
+        "url": "http://127.0.0.1:9/el?id={ActionId}", "method": "GET", "enabled": "on"})
+    made = world.partner("GET", "/v1/event-notifications/action-lifecycle/event-level",
+                         200)["items"]
+    assert [m["url"] for m in made] == ["http://127.0.0.1:9/el?id={ActionId}"]
+    refused = client.post("/partner/event-notifications/event-level", data={
+        "csrf_token": token, "event_type": f"{world.program_id}:{world.event_type_id}",
+        "url": "http://127.0.0.1:9/el?id={Nope}", "method": "GET", "enabled": "on"})
+    assert refused.status_code == 403 and "unknown token {Nope}" in refused.text
+    client.post(f"/partner/event-notifications/event-level/{made[0]['id']}/delete",
+                data={"csrf_token": token})
+    assert world.partner("GET", "/v1/event-notifications/action-lifecycle/event-level",
+                         200)["items"] == []
+
+
+def test_a_missing_thing_is_a_404_page(world: World) -> None:
+    client = browser(world)
+    token = sign_in(client, world.partner_key)
+    for response in (client.get("/partner/event-notifications/no-such-type"),
+                     client.post("/partner/event-notifications/no-such-type",
+                                 data={"csrf_token": token, "url": "http://127.0.0.1:9/"}),
+                     client.get("/partner/deliveries/999999")):
+        assert response.status_code == 404
+        assert "<h1>Not found</h1>" in response.text

@@ -60,6 +60,16 @@ def list_deliveries(conn: Connection, partner_id: int, *, status: str | None = N
     return page(conn, query, delivery, cursor, limit, delivery_out)
 
 
+def last_latencies(conn: Connection, delivery_ids: list[int]) -> dict[int, float]:
+    """Each delivery's latest attempt's latency (ms), for a page of deliveries."""
+    if not delivery_ids:
+        return {}
+    rows = conn.execute(select(delivery_attempt.c.delivery_id, delivery_attempt.c.latency_ms)
+                        .where(delivery_attempt.c.delivery_id.in_(delivery_ids))
+                        .order_by(delivery_attempt.c.number, delivery_attempt.c.id))
+    return {row.delivery_id: row.latency_ms for row in rows}
+
+
 def hourly_outcomes(conn: Connection, partner_id: int, since: datetime
                     ) -> dict[datetime, dict[str, int]]:
     """Deliveries created since ``since``, per hour (UTC) of creation: how many were

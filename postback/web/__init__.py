@@ -32,4 +32,4 @@ def install(app: FastAPI) -> None:
             p = page(request)  # signed in: keep the navigation
         except (SignInRequired, Forbidden):
             p = anonymous(request)
-        return p.render("error.html", status=403, message=exc.message)
+        return p.render("error.html", status=exc.status, message=exc.message, code=exc.status)

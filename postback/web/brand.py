@@ -351,5 +351,5 @@ async def delete_postback(partner_id: int, setting_id: int, request: Request) ->
         with request.app.state.db.begin() as conn:
             ns.delete_scoped(conn, partner_id, "brand", setting_id, brand_id=p.account_id)
     except NotFound:
-        raise Forbidden(p.gettext("There is no such postback.")) from None
+        raise Forbidden(p.gettext("There is no such postback."), 404) from None
     return redirect("/brand/postbacks")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -54,6 +55,7 @@ def deliveries(request: Request, type: str = "", trigger: str = "", status: str 
             action_id=int(filters["action_id"]) if filters["action_id"] else None,
             since=_when(filters["since"]), until=_when(filters["until"]),
             cursor=int(cursor) if cursor.isdigit() else None, limit=50)
+        latencies = service.last_latencies(conn, [d["id"] for d in found["items"]])
         counts = service.hourly_outcomes(conn, p.account_id, now - timedelta(days=7))
     totals = {k: sum(c.get(k, 0) for c in counts.values())
               for k in ("delivered", "retrying", "failed")}
@@ -61,8 +63,8 @@ def deliveries(request: Request, type: str = "", trigger: str = "", status: str 
                       "%(r)s retrying, %(f)s failed", d=totals["delivered"],
                       r=totals["retrying"], f=totals["failed"])
     chart = Markup(hourly_svg(counts, now, 7 * 24, label))
-    query = "&".join(f"{k}={v}" for k, v in filters.items() if v)
-    return p.render("partner/deliveries.html", items=found["items"],
+    query = urlencode({k: v for k, v in filters.items() if v})
+    return p.render("partner/deliveries.html", items=found["items"], latencies=latencies,
                     next_cursor=found["next_cursor"], filters=filters, query=query,
                     types=list(ns.TYPES.values()), triggers=TRIGGERS, statuses=STATUSES,
                     chart=chart, totals=totals, recovered=request.query_params.get("recovered"))
@@ -75,7 +77,7 @@ def delivery(delivery_id: int, request: Request) -> Response:
         with reader(request.app.state.db).begin() as conn:
             found = service.get_delivery(conn, p.account_id, delivery_id)
     except NotFound:
-        raise Forbidden(p.gettext("There is no such delivery.")) from None
+        raise Forbidden(p.gettext("There is no such delivery."), 404) from None
     return p.render("partner/delivery.html", d=found, notice=None)
 
 
@@ -88,7 +90,7 @@ async def resend(delivery_id: int, request: Request) -> Response:
             found: dict[str, Any] = service.resend_delivery(conn, p.account_id, delivery_id,
                                                             datetime.now(UTC))
     except NotFound:
-        raise Forbidden(p.gettext("There is no such delivery.")) from None
+        raise Forbidden(p.gettext("There is no such delivery."), 404) from None
     except RuleViolation as exc:
         raise Forbidden(exc.message) from None
     request.app.state.wake()

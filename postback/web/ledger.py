@@ -92,7 +92,7 @@ async def close_inquiry(inquiry_id: int, request: Request) -> Response:
         with request.app.state.db.begin() as conn:
             inquiries.close_inquiry(conn, p.account_id, inquiry_id, datetime.now(UTC))
     except NotFound:
-        raise Forbidden(p.gettext("There is no such inquiry.")) from None
+        raise Forbidden(p.gettext("There is no such inquiry."), 404) from None
     except RuleViolation as exc:
         raise Forbidden(exc.message) from None
     request.app.state.wake()

@@ -61,6 +61,66 @@ def overview(request: Request) -> Response:
                     event_level=event_level, brand_made=brand_made, event_types=event_types)
 
 
+# -- event-level postbacks ---------------------------------------------------------------
+
+@router.post("/event-level")
+async def add_event_level(request: Request) -> Response:
+    p = page(request, "partner")
+    form = await p.form()
+    values = _posted(form, await p.form_lists())
+    program_id, _, event_type_id = form.get("event_type", "").partition(":")
+    config = request.app.state.settings
+    try:
+        body = _setting_in(values, None, p, EventLevelSettingIn,
+                           program_id=program_id or None, event_type_id=event_type_id or None)
+        ns.vet_target(body.url, config)
+        with request.app.state.db.begin() as conn:
+            ns.add_event_level(conn, p.account_id, body, config)  # type: ignore[arg-type]
+    except (ValidationError, Invalid, RuleViolation, NotFound) as exc:
+        message = (str(exc) if isinstance(exc, NotFound)
+                   else exc.message if isinstance(exc, RuleViolation)
+                   else "; ".join(f"{k}: {v}" for k, v in errors_of(exc).items()
+                                  if k != "problems"))
+        raise Forbidden(message) from None
+    return redirect("/partner/event-notifications#event-level")
+
+
+@router.post("/event-level/{setting_id}/delete")
+async def delete_event_level(setting_id: int, request: Request) -> Response:
+    p = page(request, "partner")
+    await p.form()
+    try:
+        with request.app.state.db.begin() as conn:
+            ns.delete_scoped(conn, p.account_id, "event_level", setting_id)
+    except NotFound:
+        raise Forbidden(p.gettext("There is no such postback."), 404) from None
+    return redirect("/partner/event-notifications#event-level")
+
+
+@router.post("/scoped/{setting_id}/test")
+async def test_scoped(setting_id: int, request: Request) -> Response:
+    """Test an event-level or brand-created postback as saved, with sample values."""
+    p = page(request, "partner")
+    await p.form()
+    config = request.app.state.settings
+    try:
+        with reader(request.app.state.db).begin() as conn:
+            row = conn.execute(select(notification_setting).where(
+                notification_setting.c.id == setting_id,
+                notification_setting.c.partner_id == p.account_id,
+                notification_setting.c.scope != "global")).mappings().first()
+            if row is None:
+                raise NotFound("event notification setting")
+            setting, compiled, sample, event_id = test_tool.prepare(
+                conn, p.account_id, LIFECYCLE, SettingTestIn(), config.sealer, row)
+    except (Invalid, RuleViolation, NotFound) as exc:
+        raise Forbidden(getattr(exc, "message", str(exc)),
+                        404 if isinstance(exc, NotFound) else 403) from None
+    async with Sender.from_settings(config, 1) as sender:
+        result = await test_tool.send_test(sender, setting, compiled, sample, event_id)
+    return p.render("partner/test_result.html", result=result, setting=ns.setting_out(row))
+
+
 # -- the edit form ------------------------------------------------------------------------
 
 def _form_values(row: Any) -> dict[str, Any]:
@@ -91,7 +151,8 @@ def _type_or_404(p: Page, slug: str) -> ns.NotificationType:
     try:
         return ns.notification_type(slug)
     except NotFound:
-        raise Forbidden(p.gettext("There is no such event notification type.")) from None
+        raise Forbidden(p.gettext("There is no such event notification type."),
+                        404) from None
 
 
 def _edit(p: Page, slug: str, values: dict[str, Any], status: int = 200,
@@ -198,6 +259,7 @@ def highlight(text: str, problems: list[dict[str, Any]], field: str) -> list[tup
 @router.post("/{slug}")
 async def save(slug: str, request: Request) -> Response:
     p = page(request, "partner")
+    _type_or_404(p, slug)
     form = await p.form()
     values = _posted(form, await p.form_lists())
     db = request.app.state.db
@@ -224,6 +286,7 @@ async def save(slug: str, request: Request) -> Response:
 async def test(slug: str, request: Request) -> Response:
     """Send the form as it stands (saved or not) with sample values, and show the result."""
     p = page(request, "partner")
+    _type_or_404(p, slug)
     form = await p.form()
     values = _posted(form, await p.form_lists())
     config = request.app.state.settings
@@ -282,6 +345,7 @@ async def preview(slug: str, request: Request) -> Response:
 @router.post("/{slug}/signing-secret/rotate")
 async def rotate(slug: str, request: Request) -> Response:
     p = page(request, "partner")
+    _type_or_404(p, slug)
     await p.form()
     config = request.app.state.settings
     try:
@@ -289,68 +353,10 @@ async def rotate(slug: str, request: Request) -> Response:
             out = ns.rotate_signing_secret(conn, p.account_id, slug, 86400, config,
                                            datetime.now(UTC))
     except (Invalid, RuleViolation, NotFound) as exc:
-        raise Forbidden(getattr(exc, "message", str(exc))) from None
+        raise Forbidden(getattr(exc, "message", str(exc)),
+                        404 if isinstance(exc, NotFound) else 403) from None
     with reader(request.app.state.db).begin() as conn:
         shown = _form_values(_saved(conn, p.account_id, slug))
     return _edit(p, slug, shown, secret=out.get("signing_secret"), saved_exists=True,
                  notice=p.gettext("A new signing secret was made; the previous one signs "
                                   "beside it for 24 hours."))
-
-
-# -- event-level postbacks ---------------------------------------------------------------
-
-@router.post("/event-level")
-async def add_event_level(request: Request) -> Response:
-    p = page(request, "partner")
-    form = await p.form()
-    values = _posted(form, await p.form_lists())
-    program_id, _, event_type_id = form.get("event_type", "").partition(":")
-    config = request.app.state.settings
-    try:
-        body = _setting_in(values, None, p, EventLevelSettingIn,
-                           program_id=program_id or None, event_type_id=event_type_id or None)
-        ns.vet_target(body.url, config)
-        with request.app.state.db.begin() as conn:
-            ns.add_event_level(conn, p.account_id, body, config)  # type: ignore[arg-type]
-    except (ValidationError, Invalid, RuleViolation, NotFound) as exc:
-        message = (str(exc) if isinstance(exc, NotFound)
-                   else exc.message if isinstance(exc, RuleViolation)
-                   else "; ".join(f"{k}: {v}" for k, v in errors_of(exc).items()
-                                  if k != "problems"))
-        raise Forbidden(message) from None
-    return redirect("/partner/event-notifications#event-level")
-
-
-@router.post("/event-level/{setting_id}/delete")
-async def delete_event_level(setting_id: int, request: Request) -> Response:
-    p = page(request, "partner")
-    await p.form()
-    try:
-        with request.app.state.db.begin() as conn:
-            ns.delete_scoped(conn, p.account_id, "event_level", setting_id)
-    except NotFound:
-        raise Forbidden(p.gettext("There is no such postback.")) from None
-    return redirect("/partner/event-notifications#event-level")
-
-
-@router.post("/scoped/{setting_id}/test")
-async def test_scoped(setting_id: int, request: Request) -> Response:
-    """Test an event-level or brand-created postback as saved, with sample values."""
-    p = page(request, "partner")
-    await p.form()
-    config = request.app.state.settings
-    try:
-        with reader(request.app.state.db).begin() as conn:
-            row = conn.execute(select(notification_setting).where(
-                notification_setting.c.id == setting_id,
-                notification_setting.c.partner_id == p.account_id,
-                notification_setting.c.scope != "global")).mappings().first()
-            if row is None:
-                raise NotFound("event notification setting")
-            setting, compiled, sample, event_id = test_tool.prepare(
-                conn, p.account_id, LIFECYCLE, SettingTestIn(), config.sealer, row)
-    except (Invalid, RuleViolation, NotFound) as exc:
-        raise Forbidden(getattr(exc, "message", str(exc))) from None
-    async with Sender.from_settings(config, 1) as sender:
-        result = await test_tool.send_test(sender, setting, compiled, sample, event_id)
-    return p.render("partner/test_result.html", result=result, setting=ns.setting_out(row))

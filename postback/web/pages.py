@@ -48,11 +48,13 @@ class SignInRequired(Exception):
 
 
 class Forbidden(Exception):
-    """Signed in, but this page is for another kind of account (or a form's CSRF token
-    did not match)."""
+    """Signed in, but this page is for another kind of account, a form's CSRF token did
+    not match (403), or what was asked for is not there or not the caller's (404: the two
+    look the same, so nothing leaks)."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, status: int = 403) -> None:
         self.message = message
+        self.status = status
 
 
 @cache
@@ -134,9 +136,9 @@ def page(request: Request, *roles: Role) -> Page:
     if token:
         with reader(db).connect() as conn:
             session = find_session(conn, token, datetime.now(UTC))
-    if session is None:
+    if session is None:  # after signing in, come back here (a form's page cannot be)
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        raise SignInRequired(target)
+        raise SignInRequired(target if request.method == "GET" else "/")
     p = Page(request, session, language_of(request))
     if roles and session.principal.role not in roles:
         raise Forbidden(p.gettext("This page is for another kind of account."))

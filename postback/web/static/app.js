@@ -100,3 +100,9 @@ document.addEventListener("DOMContentLoaded", () => {
     xhr.send(new FormData(form));
   });
 });
+
+// after a test send, take the reader (and the keyboard focus) to its result
+document.addEventListener("DOMContentLoaded", () => {
+  const result = document.getElementById("test-result");
+  if (result) result.focus();
+});
