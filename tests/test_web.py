@@ -332,9 +332,10 @@ def test_a_json_catalog_upload_is_all_or_nothing(world: World) -> None:
     assert page.status_code == 422 and "row 2, name" in page.text
     items = world.brand("GET", f"/v1/programs/{world.program_id}/catalog/items", 200)
     assert [i["item_id"] for i in items["items"]] == ["A"]
-    page = client.post(f"/brand/catalog/{world.program_id}/upload",
-                       data={"csrf_token": token}, files={"file": ("x.csv", b"\xff\xfe")})
-    assert page.status_code == 422 and "not UTF-8" in page.text
+    for junk in (b"\xff\xfe", b"item_id,name\nA,\x00x\n", b"[1, 2]", b"{bad json"):
+        page = client.post(f"/brand/catalog/{world.program_id}/upload",
+                           data={"csrf_token": token}, files={"file": ("x.csv", junk)})
+        assert page.status_code == 422, junk
 
 
 def test_signing_secret_is_shown_once_and_rotates(world: World, receiver: Receiver) -> None:

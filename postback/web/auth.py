@@ -45,14 +45,20 @@ def home(request: Request) -> Response:
     return redirect(HOME[p.role])
 
 
-@router.get("/signin")
-def signin_form(request: Request, next: str = "/") -> Response:
-    p = anonymous(request)
+def _form(request: Request, target: str, error: str | None = None,
+          status: int = 200) -> Response:
+    """The sign-in page, with a fresh double-submit token in the form and a cookie."""
     token = secrets.token_urlsafe(24)
-    response = p.render("signin.html", signin_token=token, next=safe_next(next), error=None)
+    response = anonymous(request).render("signin.html", status=status, signin_token=token,
+                                         next=target, error=error)
     response.set_cookie(SIGNIN_COOKIE, token, httponly=True, samesite="strict",
                         secure=_secure(request), path="/signin")
     return response
+
+
+@router.get("/signin")
+def signin_form(request: Request, next: str = "/") -> Response:
+    return _form(request, safe_next(next))
 
 
 @router.post("/signin")
@@ -81,11 +87,7 @@ async def signin(request: Request) -> Response:
             response.delete_cookie(SIGNIN_COOKIE, path="/signin")
             return response
         error = p.gettext("That key is unknown or has been revoked.")
-    token = secrets.token_urlsafe(24)
-    again = p.render("signin.html", status=401, signin_token=token, next=target, error=error)
-    again.set_cookie(SIGNIN_COOKIE, token, httponly=True, samesite="strict",
-                     secure=_secure(request), path="/signin")
-    return again
+    return _form(request, target, error, 401)
 
 
 @router.post("/signout")

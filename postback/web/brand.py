@@ -261,13 +261,11 @@ async def upload(program_id: int, request: Request) -> Response:
             raise Invalid("file", f"{where}: {first.get('msg')}") from None
         with request.app.state.db.begin() as conn:
             out = catalog.bulk_upsert(conn, p.account_id, program_id, body, datetime.now(UTC))
-    except (ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, Invalid):
-            return _catalog(p, program_id, 422, error=f"{exc.field}: {exc.message}")
-        return _catalog(p, program_id, 422,
-                        error=p.gettext("The file is not UTF-8 CSV or JSON: %(e)s", e=exc))
     except Refusal as exc:
         return _catalog(p, program_id, 422, error=_message(p, exc))
+    except (ValueError, csv.Error) as exc:  # undecodable, or not CSV or JSON at all
+        return _catalog(p, program_id, 422,
+                        error=p.gettext("The file is not UTF-8 CSV or JSON: %(e)s", e=exc))
     request.app.state.wake()
     return _catalog(p, program_id, notice=p.gettext(
         "%(n)s rows read: %(a)s added, %(u)s updated, %(r)s removed, %(s)s unchanged.",

@@ -256,6 +256,15 @@ def highlight(text: str, problems: list[dict[str, Any]], field: str) -> list[tup
     return [piece for piece in out if piece[0]]
 
 
+def _refused(p: Page, slug: str, values: dict[str, Any], exc: Exception,
+             saved_exists: bool) -> Response:
+    """The form again, as sent, with each problem where it stands (422)."""
+    errors = errors_of(exc)
+    marks = {f: highlight(values[f], errors.get("problems", []), f) for f in ("url", "body")}
+    return _edit(p, slug, values, status=422, errors=errors, marks=marks,
+                 saved_exists=saved_exists)
+
+
 @router.post("/{slug}")
 async def save(slug: str, request: Request) -> Response:
     p = page(request, "partner")
@@ -272,10 +281,7 @@ async def save(slug: str, request: Request) -> Response:
         with db.begin() as conn:
             out = ns.put_setting(conn, p.account_id, slug, body, config)
     except (ValidationError, Invalid, RuleViolation) as exc:
-        errors = errors_of(exc)
-        marks = {f: highlight(values[f], errors.get("problems", []), f) for f in ("url", "body")}
-        return _edit(p, slug, values, status=422, errors=errors, marks=marks,
-                     saved_exists=saved is not None)
+        return _refused(p, slug, values, exc, saved is not None)
     with reader(db).begin() as conn:
         shown = _form_values(_saved(conn, p.account_id, slug))
     return _edit(p, slug, shown, notice=p.gettext("Saved."), warnings=warnings,
@@ -290,20 +296,18 @@ async def test(slug: str, request: Request) -> Response:
     form = await p.form()
     values = _posted(form, await p.form_lists())
     config = request.app.state.settings
-    overrides = SettingTestIn.model_validate({
-        "url": values["url"].strip() or None, "method": values["method"] or None,
-        "body_format": values["body_format"] or None,
-        "body": values["body"] if values["method"] == "POST" else None})
+    with reader(request.app.state.db).begin() as conn:
+        saved = _saved(conn, p.account_id, slug)
     try:
+        overrides = SettingTestIn.model_validate({
+            "url": values["url"].strip() or None, "method": values["method"] or None,
+            "body_format": values["body_format"] or None,
+            "body": values["body"] if values["method"] == "POST" else None})
         with reader(request.app.state.db).begin() as conn:
-            saved = _saved(conn, p.account_id, slug)
             setting, compiled, sample, event_id = test_tool.prepare(
                 conn, p.account_id, slug, overrides, config.sealer)
     except (ValidationError, Invalid, RuleViolation) as exc:
-        errors = errors_of(exc)
-        marks = {f: highlight(values[f], errors.get("problems", []), f) for f in ("url", "body")}
-        return _edit(p, slug, values, status=422, errors=errors, marks=marks,
-                     saved_exists=saved is not None)
+        return _refused(p, slug, values, exc, saved is not None)
     async with Sender.from_settings(config, 1) as sender:
         result = await test_tool.send_test(sender, setting, compiled, sample, event_id)
     return _edit(p, slug, values, result=result, saved_exists=saved is not None)
