@@ -387,3 +387,25 @@ def test_a_missing_thing_is_a_404_page(world: World) -> None:
                      client.get("/partner/deliveries/999999")):
         assert response.status_code == 404
         assert "<h1>Not found</h1>" in response.text
+
+
+def test_the_preview_renders_sample_values_and_refuses_bad_calls(world: World) -> None:
+    client = browser(world)
+    token = sign_in(client, world.partner_key)
+    path = "/partner/event-notifications/action-lifecycle/preview"
+    ok = client.post(path, headers={"X-CSRF-Token": token}, json={
+        "url": "https://example.com/pb?id={ActionId}", "method": "POST",
+        "body_format": "json", "body": '{"payout": {Payout}, "sub": "{SubId1}"}'})
+    assert ok.json()["request"] == {
+        "method": "POST", "url": "https://example.com/pb?id=1042",
+        "headers": {"Content-Type": "application/json; charset=utf-8"},
+        "body": '{"payout": 27.75, "sub": "member-8812"}'}
+    wrong = client.post(path, headers={"X-CSRF-Token": token},
+                        json={"url": "https://example.com/?x={Nope}"}).json()
+    assert wrong["problems"][0]["token"] == "Nope"
+    assert client.post(path, json={"url": "x"}).status_code == 403  # no CSRF header
+    for junk in (b"not json", b"[1]"):
+        response = client.post(path, headers={"X-CSRF-Token": token,
+                                              "Content-Type": "application/json"},
+                               content=junk)
+        assert response.status_code == 400

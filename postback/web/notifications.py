@@ -324,7 +324,13 @@ async def preview(slug: str, request: Request) -> Response:
     kind = ns.TYPES.get(slug)
     if kind is None:
         return JSONResponse({"error": "unknown type"}, status_code=404)
-    data = await request.json()
+    try:
+        data = await request.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return JSONResponse({"error": "send a JSON object: url, method, body_format, body"},
+                            status_code=400)
     method = "POST" if data.get("method") == "POST" else "GET"
     try:
         body_format = BodyFormat(data.get("body_format") or "json")
