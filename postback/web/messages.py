@@ -15,13 +15,16 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po, write_po
 
+from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS
 from postback.services.notification_settings import TYPES
 from postback.web.i18n import _CATALOG, LOCALE_DIR
 
 HERE = Path(__file__).parent
-#: shown through _(value) in templates, so the extractor cannot see them
+#: shown through _(value) in templates, so the extractor cannot see them: type titles,
+#: states, and every token's meaning (the token picker)
 FROM_CODE = (*(t.title for t in TYPES.values()),
-             "pending", "succeeded", "failed", "success", "retry", "permanent_failure")
+             "pending", "succeeded", "failed", "success", "retry", "permanent_failure",
+             *(t.meaning for t in (*ACTION_TOKENS, *INQUIRY_TOKENS, *CATALOG_TOKENS)))
 
 
 def extract() -> list[str]:
