@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test lint typecheck check bench clean screenshots
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 	$(BIN)/ruff check postback tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest
+
+# The README's screenshots, taken by the browser tests.
+screenshots: $(STAMP)
+	POSTBACK_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/test_browser.py -k sqlite
 
 lint: $(STAMP)
 	$(BIN)/ruff check postback tests bench

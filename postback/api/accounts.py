@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Request, Response
 
-from postback.api.deps import IdPath, Operator, principal, write
+from postback.api.deps import IdPath, IdQuery, Operator, principal, read, write
 from postback.models import ApiKeyIn, BrandIn, PartnerIn
 from postback.services import accounts
 from postback.services.accounts import Principal
@@ -24,6 +24,28 @@ def create_brand(body: BrandIn, request: Request, _: Operator) -> dict[str, Any]
 def create_partner(body: PartnerIn, request: Request, _: Operator) -> dict[str, Any]:
     with write(request) as conn:
         return accounts.create_partner(conn, body)
+
+
+@router.get("/brands")
+def list_brands(request: Request, _: Operator) -> dict[str, Any]:
+    with read(request) as conn:
+        return {"items": accounts.list_brands(conn), "next_cursor": None}
+
+
+@router.get("/partners")
+def list_partners(request: Request, _: Operator) -> dict[str, Any]:
+    with read(request) as conn:
+        return {"items": accounts.list_partners(conn), "next_cursor": None}
+
+
+@router.get("/api-keys")
+def list_keys(request: Request, _: Operator,
+              account_type: Literal["brand", "partner"] | None = None,
+              account_id: IdQuery = None) -> dict[str, Any]:
+    """Every key's id, account, prefix and dates; the keys themselves are never stored."""
+    with read(request) as conn:
+        return {"items": accounts.list_keys(conn, account_type, account_id),
+                "next_cursor": None}
 
 
 @router.post("/api-keys", status_code=201)

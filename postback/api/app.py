@@ -26,6 +26,7 @@ from postback.api import (
 from postback.api.limits import BodyLimit
 from postback.config import Settings
 from postback.db.engine import reader
+from postback.web import install as install_web
 
 
 def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None = None) -> FastAPI:
@@ -68,4 +69,5 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
             conn.execute(text("SELECT 1"))
         return {"status": "ok", "version": __version__}
 
+    install_web(app)
     return app

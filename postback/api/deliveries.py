@@ -24,12 +24,15 @@ def list_deliveries(
     request: Request, who: Partner,
     status: Literal["pending", "succeeded", "failed"] | None = None,
     trigger: str | None = None, action_id: IdQuery = None,
+    type: Literal["action-lifecycle", "action-clearing", "action-inquiry",
+                  "product-data-change"] | None = None,
     since: datetime | None = None, until: datetime | None = None,
     cursor: IdQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     with read(request) as conn:
         return deliveries.list_deliveries(conn, _id(who), status=status, trigger=trigger,
-                                          action_id=action_id, since=since, until=until,
+                                          action_id=action_id, type=type,
+                                          since=since, until=until,
                                           cursor=cursor, limit=limit)
 
 

@@ -90,6 +90,21 @@ api_key = Table(
     Column("revoked_at", UTCDateTime),
 )
 
+# A signed-in browser: the cookie holds a random token whose hash is stored here (as for API
+# keys), so a database leak opens no session. A session made with an API key ends when the
+# key is revoked.
+web_session = Table(
+    "web_session", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("role", String(10), nullable=False),
+    Column("account_id", Integer),
+    Column("api_key_id", Integer, ForeignKey("api_key.id")),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
 program = Table(
     "program", metadata,
     Column("id", Integer, primary_key=True),

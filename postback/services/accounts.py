@@ -27,6 +27,7 @@ Role = Literal["operator", "brand", "partner"]
 class Principal:
     role: Role
     account_id: int | None = None
+    key_id: int | None = None  # the API key it signed in with (None: the operator token)
 
 
 def hash_key(key: str) -> str:
@@ -65,13 +66,13 @@ def authenticate(conn: Connection, token: str, configured_admin: str | None) -> 
             if hmac.compare_digest(digest, stored):
                 return Principal("operator")
     row = conn.execute(
-        select(api_key.c.account_type, api_key.c.account_id)
+        select(api_key.c.id, api_key.c.account_type, api_key.c.account_id)
         .where(api_key.c.key_hash == digest, api_key.c.revoked_at.is_(None))
     ).first()
     if row is None:
         return None
     role: Role = "brand" if row.account_type == "brand" else "partner"
-    return Principal(role, row.account_id)
+    return Principal(role, row.account_id, row.id)
 
 
 def create_brand(conn: Connection, body: BrandIn) -> dict[str, object]:
@@ -110,3 +111,28 @@ def revoke_key(conn: Connection, key_id: int) -> None:
         raise NotFound("api key")
     conn.execute(update(api_key).where(api_key.c.id == key_id, api_key.c.revoked_at.is_(None))
                  .values(revoked_at=datetime.now(UTC)))
+
+
+def list_brands(conn: Connection) -> list[dict[str, object]]:
+    return [{"id": r.id, "name": r.name, "created_at": format_date(r.created_at)}
+            for r in conn.execute(select(brand).order_by(brand.c.id))]
+
+
+def list_partners(conn: Connection) -> list[dict[str, object]]:
+    return [{"id": r.id, "name": r.name, "partner_type": r.partner_type,
+             "created_at": format_date(r.created_at)}
+            for r in conn.execute(select(partner).order_by(partner.c.id))]
+
+
+def list_keys(conn: Connection, account_type: str | None = None,
+              account_id: int | None = None) -> list[dict[str, object]]:
+    """Keys as the operator reads them: id, account, prefix and dates (never the key)."""
+    query = select(api_key).order_by(api_key.c.id)
+    if account_type is not None:
+        query = query.where(api_key.c.account_type == account_type)
+    if account_id is not None:
+        query = query.where(api_key.c.account_id == account_id)
+    return [{"id": r.id, "account_type": r.account_type, "account_id": r.account_id,
+             "prefix": r.prefix, "created_at": format_date(r.created_at),
+             "revoked_at": format_date(r.revoked_at) or None}
+            for r in conn.execute(query)]

@@ -96,3 +96,18 @@ def put_contract(conn: Connection, brand_id: int, program_id: int, partner_id: i
                                              created_at=now, **values))
     row = conn.execute(select(contract).where(*where)).mappings().one()
     return contract_out(row)
+
+
+def contracted_event_types(conn: Connection, partner_id: int) -> list[dict[str, Any]]:
+    """Every (program, event type) a partner's contracts cover, by program then type."""
+    rows = conn.execute(
+        select(contract.c.event_type_ids, program.c.id, program.c.name)
+        .join(program, program.c.id == contract.c.program_id)
+        .where(contract.c.partner_id == partner_id).order_by(program.c.id)).all()
+    out = []
+    for ids, program_id, program_name in rows:
+        for t in conn.execute(select(event_type.c.id, event_type.c.name).where(
+                event_type.c.id.in_(list(ids))).order_by(event_type.c.id)):
+            out.append({"program_id": program_id, "program_name": program_name,
+                        "event_type_id": t.id, "event_type_name": t.name})
+    return out

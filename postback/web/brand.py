@@ -1,0 +1,353 @@
+"""Brand screens: programs with their event types and partner contracts (locking and
+clearing rules); actions to report, modify, reverse and approve; the product catalog (one
+item, or a CSV/JSON file as one bulk upsert); inquiries to resolve with the exact reject
+reasons; postbacks the brand creates for a partner."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+from sqlalchemy import select
+from starlette.datastructures import UploadFile
+
+from postback.core.inquiries import REJECT_REASONS
+from postback.core.lifecycle import REASON_CODES, ClearingRule, LockingRule, RuleViolation
+from postback.db.engine import reader
+from postback.db.schema import partner
+from postback.models import (
+    ActionIn,
+    ActionPatchIn,
+    BrandPostbackIn,
+    CatalogBulkIn,
+    CatalogItemIn,
+    ContractIn,
+    EventTypeIn,
+    ProgramIn,
+    ResolveIn,
+)
+from postback.services import catalog, inquiries, ledger, programs
+from postback.services import notification_settings as ns
+from postback.services.errors import Invalid, NotFound
+from postback.web.notifications import errors_of
+from postback.web.pages import Forbidden, Page, page, redirect
+
+router = APIRouter(prefix="/brand", include_in_schema=False)
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+Refusal = (ValidationError, Invalid, RuleViolation, NotFound)
+
+
+def _message(p: Page, exc: Exception) -> str:
+    if isinstance(exc, NotFound):
+        return str(exc)
+    return "; ".join(f"{k}: {v}" for k, v in errors_of(exc).items() if k != "problems")
+
+
+def _partners(p: Page) -> list[Any]:
+    with reader(p.request.app.state.db).begin() as conn:
+        return list(conn.execute(select(partner.c.id, partner.c.name, partner.c.partner_type)
+                                 .order_by(partner.c.id)))
+
+
+# -- programs, event types, contracts --------------------------------------------------------
+
+def _programs(p: Page, status: int = 200, error: str | None = None) -> Response:
+    with reader(p.request.app.state.db).begin() as conn:
+        found = programs.list_programs(conn, p.account_id)
+    return p.render("brand/programs.html", status=status, programs=found, error=error,
+                    partners=_partners(p), locking_rules=[r.value for r in LockingRule],
+                    clearing_rules=[r.value for r in ClearingRule])
+
+
+@router.get("")
+def overview(request: Request) -> Response:
+    return _programs(page(request, "brand"))
+
+
+@router.post("/programs")
+async def add_program(request: Request) -> Response:
+    p = page(request, "brand")
+    form = await p.form()
+    try:
+        body = ProgramIn.model_validate({"name": form.get("name", "").strip(),
+                                         "currency": form.get("currency", "").strip().upper()})
+        with request.app.state.db.begin() as conn:
+            programs.create_program(conn, p.account_id, body)
+    except Refusal as exc:
+        return _programs(p, 422, _message(p, exc))
+    return redirect("/brand")
+
+
+@router.post("/programs/{program_id}/event-types")
+async def add_event_type(program_id: int, request: Request) -> Response:
+    p = page(request, "brand")
+    form = await p.form()
+    try:
+        body = EventTypeIn.model_validate({"name": form.get("name", "").strip(),
+                                           "action_type": form.get("action_type", "").strip()})
+        with request.app.state.db.begin() as conn:
+            programs.add_event_type(conn, p.account_id, program_id, body)
+    except Refusal as exc:
+        return _programs(p, 422, _message(p, exc))
+    return redirect("/brand")
+
+
+@router.post("/programs/{program_id}/contracts")
+async def put_contract(program_id: int, request: Request) -> Response:
+    p = page(request, "brand")
+    await p.form()
+    lists = await p.form_lists()
+    one = {k: v[0] for k, v in lists.items()}
+    try:
+        body = ContractIn.model_validate({
+            "event_type_ids": lists.get("event_type_ids", []),
+            "locking": {"rule": one.get("locking_rule"), "days": one.get("locking_days") or 0},
+            "clearing": {"rule": one.get("clearing_rule"),
+                         "days": one.get("clearing_days") or 0}})
+        with request.app.state.db.begin() as conn:
+            programs.put_contract(conn, p.account_id, program_id,
+                                  int(one.get("partner_id", "0") or 0), body)
+    except Refusal as exc:
+        return _programs(p, 422, _message(p, exc))
+    except ValueError:
+        return _programs(p, 422, "partner_id: choose a partner")
+    return redirect("/brand")
+
+
+# -- actions -------------------------------------------------------------------------------
+
+def _actions(p: Page, status: int = 200, error: str | None = None,
+             notice: str | None = None) -> Response:
+    with reader(p.request.app.state.db).begin() as conn:
+        found = ledger.list_actions(conn, brand_id=p.account_id, limit=100)
+        progs = programs.list_programs(conn, p.account_id)
+    return p.render("brand/actions.html", status=status, items=found["items"], error=error,
+                    notice=notice, programs=progs, partners=_partners(p),
+                    reasons=sorted(REASON_CODES))
+
+
+@router.get("/actions")
+def actions(request: Request) -> Response:
+    return _actions(page(request, "brand"))
+
+
+@router.post("/actions")
+async def report(request: Request) -> Response:
+    p = page(request, "brand")
+    form = await p.form()
+    program_id, _, event_type_id = form.get("event_type", "").partition(":")
+    try:
+        body = ActionIn.model_validate({
+            "program_id": program_id or None, "event_type_id": event_type_id or None,
+            "partner_id": form.get("partner_id") or None, "oid": form.get("oid", "").strip(),
+            "amount": form.get("amount", "").strip(), "payout": form.get("payout", "").strip(),
+            "event_date": datetime.now(UTC),
+            "sub_id1": form.get("sub_id1", "").strip() or None})
+        with request.app.state.db.begin() as conn:
+            rows = ledger.report_actions(conn, p.account_id, [body], datetime.now(UTC))
+    except Refusal as exc:
+        return _actions(p, 422, _message(p, exc))
+    request.app.state.wake()
+    return _actions(p, notice=p.gettext("Action %(id)s reported.", id=rows[0]["id"]))
+
+
+@router.post("/actions/{action_id}/{change}")
+async def change(action_id: int, change: str, request: Request) -> Response:
+    p = page(request, "brand")
+    form = await p.form()
+    now = datetime.now(UTC)
+    try:
+        with request.app.state.db.begin() as conn:
+            if change == "modify":
+                patch = ActionPatchIn.model_validate({
+                    "amount": form.get("amount", "").strip() or None,
+                    "payout": form.get("payout", "").strip() or None,
+                    "reason": form.get("reason", "")})
+                ledger.modify_action(conn, p.account_id, action_id, patch, now)
+            elif change == "reverse":
+                ledger.reverse_action(conn, p.account_id, action_id,
+                                      form.get("reason") or "REJECTED", now)
+            elif change == "approve":
+                ledger.approve_action(conn, p.account_id, action_id, now)
+            else:
+                raise NotFound("change")
+    except Refusal as exc:
+        return _actions(p, 422, _message(p, exc))
+    request.app.state.wake()
+    return _actions(p, notice=p.gettext("Action %(id)s changed.", id=action_id))
+
+
+# -- catalog -------------------------------------------------------------------------------
+
+def _catalog(p: Page, program_id: int | None, status: int = 200, **extra: Any) -> Response:
+    with reader(p.request.app.state.db).begin() as conn:
+        progs = programs.list_programs(conn, p.account_id)
+        chosen = program_id or (progs[0]["id"] if progs else None)
+        items = (catalog.list_items(conn, p.account_id, chosen, None, 100)["items"]
+                 if chosen and any(x["id"] == chosen for x in progs) else [])
+    return p.render("brand/catalog.html", status=status, programs=progs, program_id=chosen,
+                    items=items, fields=list(CatalogItemIn.model_fields),
+                    error=extra.pop("error", None), notice=extra.pop("notice", None))
+
+
+@router.get("/catalog")
+def catalog_page(request: Request, program_id: str = "") -> Response:
+    return _catalog(page(request, "brand"), int(program_id) if program_id.isdigit() else None)
+
+
+def _item(raw: dict[str, Any]) -> dict[str, Any]:
+    """Blank cells are absent fields."""
+    return {k.strip(): v for k, v in raw.items() if k and v not in ("", None)}
+
+
+@router.post("/catalog/{program_id}/items")
+async def put_item(program_id: int, request: Request) -> Response:
+    p = page(request, "brand")
+    form = await p.form()
+    item_id = form.pop("item_id", "").strip()
+    try:
+        if not item_id:
+            raise Invalid("item_id", "is required")
+        body = CatalogItemIn.model_validate(_item(form))
+        with request.app.state.db.begin() as conn:
+            catalog.put_item(conn, p.account_id, program_id, item_id, body, datetime.now(UTC))
+    except Refusal as exc:
+        return _catalog(p, program_id, 422, error=_message(p, exc))
+    request.app.state.wake()
+    return _catalog(p, program_id, notice=p.gettext("Item %(id)s saved.", id=item_id))
+
+
+def parse_items(name: str, data: bytes) -> list[dict[str, Any]]:
+    """The rows of an uploaded CSV (a header row of field names) or JSON (a list of
+    objects, or ``{"items": [...]}``) file."""
+    text = data.decode("utf-8-sig")
+    if name.lower().endswith(".json") or text.lstrip().startswith(("[", "{")):
+        loaded = json.loads(text)
+        rows = loaded.get("items") if isinstance(loaded, dict) else loaded
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            raise Invalid("file", 'a JSON upload is a list of items or {"items": [...]}')
+        return [_item(r) for r in rows]
+    return [_item(r) for r in csv.DictReader(io.StringIO(text))]
+
+
+@router.post("/catalog/{program_id}/upload")
+async def upload(program_id: int, request: Request) -> Response:
+    """A CSV or JSON file of up to 10,000 items, upserted all or nothing; with "remove
+    missing" the catalog becomes exactly the file. A bad row is named by its number."""
+    p = page(request, "brand")
+    form = await p.form()
+    sent = (await request.form()).get("file")
+    if not isinstance(sent, UploadFile) or not sent.filename:
+        return _catalog(p, program_id, 422, error=p.gettext("Choose a CSV or JSON file."))
+    data = await sent.read(MAX_UPLOAD_BYTES + 1)
+    try:
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise Invalid("file", "is over 20 MB; split it")
+        rows = parse_items(sent.filename, data)
+        try:
+            body = CatalogBulkIn.model_validate({"items": rows,
+                                                 "remove_missing": "remove_missing" in form})
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = first.get("loc", ())
+            where = (f"row {int(loc[1]) + 1}" + (f", {loc[2]}" if len(loc) > 2 else "")
+                     if len(loc) > 1 and loc[0] == "items" else "file")
+            raise Invalid("file", f"{where}: {first.get('msg')}") from None
+        with request.app.state.db.begin() as conn:
+            out = catalog.bulk_upsert(conn, p.account_id, program_id, body, datetime.now(UTC))
+    except Refusal as exc:
+        return _catalog(p, program_id, 422, error=_message(p, exc))
+    except (ValueError, csv.Error) as exc:  # undecodable, or not CSV or JSON at all
+        return _catalog(p, program_id, 422,
+                        error=p.gettext("The file is not UTF-8 CSV or JSON: %(e)s", e=exc))
+    request.app.state.wake()
+    return _catalog(p, program_id, notice=p.gettext(
+        "%(n)s rows read: %(a)s added, %(u)s updated, %(r)s removed, %(s)s unchanged.",
+        n=len(rows), a=out.get("added", 0), u=out.get("updated", 0),
+        r=out.get("removed", 0), s=out.get("unchanged", 0)))
+
+
+# -- inquiries ------------------------------------------------------------------------------
+
+def _inquiries(p: Page, status: int = 200, error: str | None = None) -> Response:
+    with reader(p.request.app.state.db).begin() as conn:
+        found = inquiries.list_inquiries(conn, brand_id=p.account_id, limit=100)
+    return p.render("brand/inquiries.html", status=status, items=found["items"],
+                    reasons=REJECT_REASONS, error=error)
+
+
+@router.get("/inquiries")
+def inquiry_list(request: Request) -> Response:
+    return _inquiries(page(request, "brand"))
+
+
+@router.post("/inquiries/{inquiry_id}/resolve")
+async def resolve(inquiry_id: int, request: Request) -> Response:
+    p = page(request, "brand")
+    form = await p.form()
+    declined = form.get("resolution_status") == "DECLINED"
+    try:
+        body = ResolveIn.model_validate({
+            "resolution_status": "DECLINED" if declined else "VALID",
+            "reject_reason": form.get("reject_reason") if declined else None,
+            "payout": None if declined else (form.get("payout", "").strip() or None)})
+        with request.app.state.db.begin() as conn:
+            inquiries.resolve_inquiry(conn, p.account_id, inquiry_id, body, datetime.now(UTC))
+    except Refusal as exc:
+        return _inquiries(p, 422, _message(p, exc))
+    request.app.state.wake()
+    return redirect("/brand/inquiries")
+
+
+# -- postbacks for a partner --------------------------------------------------------------
+
+def _postbacks(p: Page, status: int = 200, error: str | None = None) -> Response:
+    with reader(p.request.app.state.db).begin() as conn:
+        made = {row.id: ns.list_scoped(conn, row.id, "brand", brand_id=p.account_id)
+                for row in _partners(p)}
+        progs = programs.list_programs(conn, p.account_id)
+    return p.render("brand/postbacks.html", status=status, made=made, partners=_partners(p),
+                    programs=progs, error=error)
+
+
+@router.get("/postbacks")
+def postbacks(request: Request) -> Response:
+    return _postbacks(page(request, "brand"))
+
+
+@router.post("/postbacks")
+async def add_postback(request: Request) -> Response:
+    p = page(request, "brand")
+    form = await p.form()
+    config = request.app.state.settings
+    try:
+        body = BrandPostbackIn.model_validate({
+            "url": form.get("url", "").strip(), "method": form.get("method") or "GET",
+            "body_format": form.get("body_format") or "json",
+            "body": form.get("body", "") if form.get("method") == "POST" else "",
+            "event_type_id": form.get("event_type_id") or None})
+        ns.vet_target(body.url, config)
+        with request.app.state.db.begin() as conn:
+            ns.add_brand_postback(conn, p.account_id, int(form.get("partner_id") or 0), body,
+                                  config)
+    except Refusal as exc:
+        return _postbacks(p, 422, _message(p, exc))
+    return redirect("/brand/postbacks")
+
+
+@router.post("/postbacks/{partner_id}/{setting_id}/delete")
+async def delete_postback(partner_id: int, setting_id: int, request: Request) -> Response:
+    p = page(request, "brand")
+    await p.form()
+    try:
+        with request.app.state.db.begin() as conn:
+            ns.delete_scoped(conn, partner_id, "brand", setting_id, brand_id=p.account_id)
+    except NotFound:
+        raise Forbidden(p.gettext("There is no such postback."), 404) from None
+    return redirect("/brand/postbacks")

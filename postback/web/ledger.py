@@ -1,0 +1,99 @@
+"""Partner: Actions (status, payout, dates) and Inquiries (create, close, read the
+resolution; for cashback and loyalty partners)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from postback.core.lifecycle import RuleViolation
+from postback.db.engine import reader
+from postback.models import InquiryIn
+from postback.services import inquiries, ledger, programs
+from postback.services import notification_settings as ns
+from postback.services.errors import Invalid, NotFound
+from postback.web.notifications import errors_of
+from postback.web.pages import Forbidden, Page, page, redirect
+
+router = APIRouter(prefix="/partner", include_in_schema=False)
+ACTION_STATUSES = ("PENDING", "APPROVED", "REVERSED")
+INQUIRY_TYPES = ("UNTRACKED", "INCORRECT", "DECLINED")
+
+
+@router.get("/actions")
+def actions(request: Request, status: str = "", cursor: str = "") -> Response:
+    p = page(request, "partner")
+    with reader(request.app.state.db).begin() as conn:
+        found = ledger.list_actions(conn, partner_id=p.account_id,
+                                    status=status if status in ACTION_STATUSES else None,
+                                    cursor=int(cursor) if cursor.isdigit() else None, limit=50)
+    return p.render("partner/actions.html", items=found["items"],
+                    next_cursor=found["next_cursor"], chosen=status,
+                    statuses=ACTION_STATUSES)
+
+
+def _inquiries(p: Page, status: int = 200, **extra: object) -> Response:
+    with reader(p.request.app.state.db).begin() as conn:
+        unavailable = None
+        try:
+            ns.check_available(conn, p.account_id, "action-inquiry")
+        except RuleViolation as exc:
+            unavailable = exc.message
+        found = inquiries.list_inquiries(conn, partner_id=p.account_id, limit=100)
+        contracted = {e["program_id"]: e["program_name"]
+                      for e in programs.contracted_event_types(conn, p.account_id)}
+    return p.render("partner/inquiries.html", status=status, items=found["items"],
+                    unavailable=unavailable, programs=contracted, types=INQUIRY_TYPES,
+                    errors=extra.pop("errors", {}), values=extra.pop("values", {}), **extra)
+
+
+@router.get("/inquiries")
+def inquiry_list(request: Request) -> Response:
+    return _inquiries(page(request, "partner"))
+
+
+@router.post("/inquiries")
+async def create_inquiry(request: Request) -> Response:
+    p = page(request, "partner")
+    form = await p.form()
+    try:
+        body = InquiryIn.model_validate({
+            "program_id": form.get("program_id"), "inquiry_type": form.get("inquiry_type"),
+            "oid": form.get("oid", "").strip(),
+            "transaction_date": _aware(form.get("transaction_date", "")),
+            "transaction_amount": form.get("transaction_amount", "").strip(),
+            "expected_payout": form.get("expected_payout", "").strip(),
+            "customer_id": form.get("customer_id", "").strip() or None,
+            "notes": form.get("notes", "").strip() or None})
+        with request.app.state.db.begin() as conn:
+            inquiries.create_inquiry(conn, p.account_id, body, datetime.now(UTC))
+    except (ValidationError, Invalid, RuleViolation) as exc:
+        return _inquiries(p, 422, errors=errors_of(exc), values=form)
+    except NotFound as exc:
+        return _inquiries(p, 422, errors={"program_id": str(exc)}, values=form)
+    request.app.state.wake()
+    return redirect("/partner/inquiries")
+
+
+def _aware(text: str) -> str:
+    """A ``datetime-local`` value is taken as UTC."""
+    text = text.strip()
+    return text + "+00:00" if text and "+" not in text[10:] and not text.endswith("Z") else text
+
+
+@router.post("/inquiries/{inquiry_id}/close")
+async def close_inquiry(inquiry_id: int, request: Request) -> Response:
+    p = page(request, "partner")
+    await p.form()
+    try:
+        with request.app.state.db.begin() as conn:
+            inquiries.close_inquiry(conn, p.account_id, inquiry_id, datetime.now(UTC))
+    except NotFound:
+        raise Forbidden(p.gettext("There is no such inquiry."), 404) from None
+    except RuleViolation as exc:
+        raise Forbidden(exc.message) from None
+    request.app.state.wake()
+    return redirect("/partner/inquiries")

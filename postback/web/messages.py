@@ -1,0 +1,64 @@
+"""The web app's message catalog: every string a page can show, found in the templates
+(``_()``) and in the page handlers (``page.gettext()``), plus the names that come from the
+code (notification type titles, statuses, outcomes).
+
+    python -m postback.web.messages      # add new strings to each catalog, keep the rest
+
+A test checks that every language's catalog translates every string.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from babel.messages.catalog import Catalog
+from babel.messages.extract import extract_from_dir
+from babel.messages.pofile import read_po, write_po
+
+from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS
+from postback.services.notification_settings import TYPES
+from postback.web.i18n import _CATALOG, LOCALE_DIR
+
+HERE = Path(__file__).parent
+#: shown through _(value) in templates, so the extractor cannot see them: type titles,
+#: states, and every token's meaning (the token picker)
+FROM_CODE = (*(t.title for t in TYPES.values()),
+             "pending", "succeeded", "failed", "success", "retry", "permanent_failure",
+             *(t.meaning for t in (*ACTION_TOKENS, *INQUIRY_TOKENS, *CATALOG_TOKENS)))
+
+
+def extract() -> list[str]:
+    found: dict[str, None] = {}
+    for *_, message, _comments, _context in extract_from_dir(
+            str(HERE / "templates"), method_map=[("**.html", "jinja2")],
+            options_map={"**.html": {"extensions": "jinja2.ext.i18n",
+                                     "trim_blocks": "true", "lstrip_blocks": "true"}}):
+        found[message if isinstance(message, str) else message[0]] = None
+    for *_, message, _comments, _context in extract_from_dir(
+            str(HERE), method_map=[("*.py", "python")], keywords={"gettext": None}):
+        found[message if isinstance(message, str) else message[0]] = None
+    for message in FROM_CODE:
+        found[message] = None
+    return list(found)
+
+
+def update() -> None:
+    for folder in _CATALOG.values():
+        path = LOCALE_DIR / folder / "LC_MESSAGES" / "messages.po"
+        old = Catalog(locale=folder)
+        if path.exists():
+            with open(path, "rb") as f:
+                old = read_po(f, locale=folder)
+        new = Catalog(locale=folder, project="postback", fuzzy=False)
+        for message in extract():
+            kept = old.get(message)
+            new.add(message, kept.string if kept is not None else "")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            write_po(f, new, width=100, omit_header=False, sort_output=False)
+        missing = [m for m in new if m.id and not m.string]
+        print(f"{path}: {len(new)} messages, {len(missing)} to translate")
+
+
+if __name__ == "__main__":
+    update()

@@ -1,0 +1,372 @@
+"""Partner: Settings → Technical → Event Notifications, as on impact.com.
+
+The four types with their state; the edit form (URL, method, body format, body, a token
+picker from the one registry, the optional settings); Save with errors shown where they
+stand; a live preview of the exact request; Test, which sends it as production would.
+Everything goes through the same services as the API, so the rules are the same.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from sqlalchemy import Connection, select
+
+from postback.core.lifecycle import RuleViolation
+from postback.core.render import CONTENT_TYPES, BodyFormat, TemplateError
+from postback.core.routing import EXTRA_TRIGGERS, LIFECYCLE
+from postback.db.engine import reader
+from postback.db.schema import delivery, notification_setting
+from postback.delivery.http import Sender
+from postback.models import EventLevelSettingIn, NotificationSettingIn, SettingTestIn
+from postback.services import notification_settings as ns
+from postback.services import programs, test_tool
+from postback.services.errors import Invalid, NotFound
+from postback.services.ids import uuid7
+from postback.web.pages import Forbidden, Page, page, redirect
+
+router = APIRouter(prefix="/partner/event-notifications", include_in_schema=False)
+FIELDS = ("url", "method", "body_format", "body", "minimum_delay_seconds",
+          "max_requests_per_second", "success_response", "error_response", "signing_scheme")
+
+
+def _last_deliveries(conn: Connection, partner_id: int) -> dict[str, Any]:
+    """The newest delivery of each type: its outcome and time, for the list."""
+    out = {}
+    for slug in ns.TYPES:
+        row = conn.execute(
+            select(delivery.c.status, delivery.c.last_status_code, delivery.c.last_error,
+                   delivery.c.created_at, delivery.c.completed_at)
+            .where(delivery.c.partner_id == partner_id, delivery.c.notification_type == slug)
+            .order_by(delivery.c.id.desc()).limit(1)).first()
+        if row is not None:
+            out[slug] = row
+    return out
+
+
+@router.get("")
+def overview(request: Request) -> Response:
+    p = page(request, "partner")
+    with reader(request.app.state.db).begin() as conn:
+        types = ns.list_settings(conn, p.account_id)
+        last = _last_deliveries(conn, p.account_id)
+        event_level = ns.list_scoped(conn, p.account_id, "event_level")
+        brand_made = ns.list_scoped(conn, p.account_id, "brand")
+        event_types = programs.contracted_event_types(conn, p.account_id)
+    return p.render("partner/notifications.html", types=types, last=last,
+                    event_level=event_level, brand_made=brand_made, event_types=event_types)
+
+
+# -- event-level postbacks ---------------------------------------------------------------
+
+@router.post("/event-level")
+async def add_event_level(request: Request) -> Response:
+    p = page(request, "partner")
+    form = await p.form()
+    values = _posted(form, await p.form_lists())
+    program_id, _, event_type_id = form.get("event_type", "").partition(":")
+    config = request.app.state.settings
+    try:
+        body = _setting_in(values, None, p, EventLevelSettingIn,
+                           program_id=program_id or None, event_type_id=event_type_id or None)
+        ns.vet_target(body.url, config)
+        with request.app.state.db.begin() as conn:
+            ns.add_event_level(conn, p.account_id, body, config)  # type: ignore[arg-type]
+    except (ValidationError, Invalid, RuleViolation, NotFound) as exc:
+        message = (str(exc) if isinstance(exc, NotFound)
+                   else exc.message if isinstance(exc, RuleViolation)
+                   else "; ".join(f"{k}: {v}" for k, v in errors_of(exc).items()
+                                  if k != "problems"))
+        raise Forbidden(message) from None
+    return redirect("/partner/event-notifications#event-level")
+
+
+@router.post("/event-level/{setting_id}/delete")
+async def delete_event_level(setting_id: int, request: Request) -> Response:
+    p = page(request, "partner")
+    await p.form()
+    try:
+        with request.app.state.db.begin() as conn:
+            ns.delete_scoped(conn, p.account_id, "event_level", setting_id)
+    except NotFound:
+        raise Forbidden(p.gettext("There is no such postback."), 404) from None
+    return redirect("/partner/event-notifications#event-level")
+
+
+@router.post("/scoped/{setting_id}/test")
+async def test_scoped(setting_id: int, request: Request) -> Response:
+    """Test an event-level or brand-created postback as saved, with sample values."""
+    p = page(request, "partner")
+    await p.form()
+    config = request.app.state.settings
+    try:
+        with reader(request.app.state.db).begin() as conn:
+            row = conn.execute(select(notification_setting).where(
+                notification_setting.c.id == setting_id,
+                notification_setting.c.partner_id == p.account_id,
+                notification_setting.c.scope != "global")).mappings().first()
+            if row is None:
+                raise NotFound("event notification setting")
+            setting, compiled, sample, event_id = test_tool.prepare(
+                conn, p.account_id, LIFECYCLE, SettingTestIn(), config.sealer, row)
+    except (Invalid, RuleViolation, NotFound) as exc:
+        raise Forbidden(getattr(exc, "message", str(exc)),
+                        404 if isinstance(exc, NotFound) else 403) from None
+    async with Sender.from_settings(config, 1) as sender:
+        result = await test_tool.send_test(sender, setting, compiled, sample, event_id)
+    return p.render("partner/test_result.html", result=result, setting=ns.setting_out(row))
+
+
+# -- the edit form ------------------------------------------------------------------------
+
+def _form_values(row: Any) -> dict[str, Any]:
+    """A saved setting as the form shows it (header values masked)."""
+    if row is None:
+        return {"url": "", "method": "GET", "body_format": "json", "body": "",
+                "enabled": True, "minimum_delay_seconds": "0", "max_requests_per_second": "",
+                "success_response": "", "error_response": "", "headers": [],
+                "extra_triggers": [], "signed": False, "signing_scheme": "v1"}
+    out = ns.setting_out(row)
+    return {**{k: ("" if out[k] is None else str(out[k])) for k in FIELDS if k in out},
+            "enabled": out["enabled"], "headers": list(out["headers"].items()),
+            "extra_triggers": out["extra_triggers"], "signed": out["signed"],
+            "signing_scheme": out["signing_scheme"] or "v1",
+            "disabled_reason": out["disabled_reason"], "disabled_at": out["disabled_at"],
+            "signing_public_key": out["signing_public_key"],
+            "signing_rotation_ends_at": out["signing_rotation_ends_at"]}
+
+
+def _saved(conn: Connection, partner_id: int, slug: str) -> Any:
+    return conn.execute(select(notification_setting).where(
+        notification_setting.c.partner_id == partner_id,
+        notification_setting.c.type == slug,
+        notification_setting.c.scope == "global")).mappings().first()
+
+
+def _type_or_404(p: Page, slug: str) -> ns.NotificationType:
+    try:
+        return ns.notification_type(slug)
+    except NotFound:
+        raise Forbidden(p.gettext("There is no such event notification type."),
+                        404) from None
+
+
+def _edit(p: Page, slug: str, values: dict[str, Any], status: int = 200,
+          **extra: Any) -> Response:
+    kind = _type_or_404(p, slug)
+    with reader(p.request.app.state.db).begin() as conn:
+        try:
+            ns.check_available(conn, p.account_id, slug)
+            unavailable = None
+        except RuleViolation as exc:
+            unavailable = exc.message
+    tokens = sorted(kind.vocabulary.values(), key=lambda t: t.name)
+    return p.render("partner/notification_edit.html", status=status, kind=kind, slug=slug,
+                    values=values, tokens=tokens, unavailable=unavailable,
+                    extra_triggers=sorted(EXTRA_TRIGGERS.get(slug, ())),
+                    errors=extra.pop("errors", {}), **extra)
+
+
+@router.get("/{slug}")
+def edit(slug: str, request: Request) -> Response:
+    p = page(request, "partner")
+    _type_or_404(p, slug)
+    with reader(request.app.state.db).begin() as conn:
+        row = _saved(conn, p.account_id, slug)
+    return _edit(p, slug, _form_values(row), saved_exists=row is not None)
+
+
+def _posted(form: dict[str, str], lists: dict[str, list[str]]) -> dict[str, Any]:
+    """The form as it was sent, to show again (never the header values: they are secret)."""
+    names = lists.get("header_name", [])
+    values = lists.get("header_value", [])
+    headers = [(n.strip(), v) for n, v in zip(names, values, strict=False) if n.strip()]
+    return {**{k: form.get(k, "") for k in FIELDS}, "enabled": form.get("enabled") == "on",
+            "headers": headers, "extra_triggers": lists.get("extra_triggers", []),
+            "signed": form.get("signed") == "on",
+            "signing_scheme": form.get("signing_scheme") or "v1"}
+
+
+def _setting_in(values: dict[str, Any], saved: Any, p: Page,
+                model: type[NotificationSettingIn] = NotificationSettingIn,
+                **more: Any) -> NotificationSettingIn:
+    """The API's input model from the form; a header left at the mask keeps its value."""
+    sealer = p.request.app.state.settings.sealer
+    old = sealer.open_values(saved["headers"]) if saved is not None else {}
+    headers = {}
+    for name, value in values["headers"]:
+        headers[name] = old.get(name, "") if value == ns.MASK else value
+
+    def blank_none(key: str) -> str | None:
+        text = str(values.get(key) or "").strip()
+        return text or None
+
+    return model.model_validate({
+        "url": values["url"].strip(), "method": values["method"] or "GET",
+        "body_format": values["body_format"] or "json",
+        "body": values["body"] if values["method"] == "POST" else "",
+        "headers": headers, "enabled": values["enabled"],
+        "minimum_delay_seconds": blank_none("minimum_delay_seconds") or 0,
+        "max_requests_per_second": blank_none("max_requests_per_second"),
+        "success_response": blank_none("success_response"),
+        "error_response": blank_none("error_response"),
+        "extra_triggers": values["extra_triggers"], "signed": values["signed"],
+        "signing_scheme": values["signing_scheme"], **more})
+
+
+def errors_of(exc: Exception) -> dict[str, Any]:
+    """{field: message} (and the template problems, for highlighting) from a refusal."""
+    if isinstance(exc, ValidationError):
+        out: dict[str, Any] = {}
+        for err in exc.errors():
+            field = ".".join(str(x) for x in err.get("loc", ())) or "form"
+            message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+            out.setdefault(field.split(".")[0], message)
+        return out
+    if isinstance(exc, Invalid):
+        out = {exc.field: exc.message}
+        problems = exc.extra.get("problems")
+        if isinstance(problems, list):
+            out["problems"] = problems
+        return out
+    if isinstance(exc, RuleViolation):
+        return {"form": exc.message}
+    raise exc
+
+
+def highlight(text: str, problems: list[dict[str, Any]], field: str) -> list[tuple[str, bool]]:
+    """The field's text cut into (piece, is-a-problem) so a template can mark each bad token
+    where it stands."""
+    spans = sorted((int(p["position"]), text.find("}", int(p["position"])))
+                   for p in problems if p.get("field") == field and p.get("position") is not None)
+    out: list[tuple[str, bool]] = []
+    at = 0
+    for start, end in spans:
+        end = len(text) - 1 if end < 0 else end
+        if start < at:
+            continue
+        out.append((text[at:start], False))
+        out.append((text[start:end + 1], True))
+        at = end + 1
+    out.append((text[at:], False))
+    return [piece for piece in out if piece[0]]
+
+
+def _refused(p: Page, slug: str, values: dict[str, Any], exc: Exception,
+             saved_exists: bool) -> Response:
+    """The form again, as sent, with each problem where it stands (422)."""
+    errors = errors_of(exc)
+    marks = {f: highlight(values[f], errors.get("problems", []), f) for f in ("url", "body")}
+    return _edit(p, slug, values, status=422, errors=errors, marks=marks,
+                 saved_exists=saved_exists)
+
+
+@router.post("/{slug}")
+async def save(slug: str, request: Request) -> Response:
+    p = page(request, "partner")
+    _type_or_404(p, slug)
+    form = await p.form()
+    values = _posted(form, await p.form_lists())
+    db = request.app.state.db
+    config = request.app.state.settings
+    with reader(db).begin() as conn:
+        saved = _saved(conn, p.account_id, slug)
+    try:
+        body = _setting_in(values, saved, p)
+        warnings = ns.vet_target(body.url, config)
+        with db.begin() as conn:
+            out = ns.put_setting(conn, p.account_id, slug, body, config)
+    except (ValidationError, Invalid, RuleViolation) as exc:
+        return _refused(p, slug, values, exc, saved is not None)
+    with reader(db).begin() as conn:
+        shown = _form_values(_saved(conn, p.account_id, slug))
+    return _edit(p, slug, shown, notice=p.gettext("Saved."), warnings=warnings,
+                 secret=out.get("signing_secret"), saved_exists=True)
+
+
+@router.post("/{slug}/test")
+async def test(slug: str, request: Request) -> Response:
+    """Send the form as it stands (saved or not) with sample values, and show the result."""
+    p = page(request, "partner")
+    _type_or_404(p, slug)
+    form = await p.form()
+    values = _posted(form, await p.form_lists())
+    config = request.app.state.settings
+    with reader(request.app.state.db).begin() as conn:
+        saved = _saved(conn, p.account_id, slug)
+    try:
+        overrides = SettingTestIn.model_validate({
+            "url": values["url"].strip() or None, "method": values["method"] or None,
+            "body_format": values["body_format"] or None,
+            "body": values["body"] if values["method"] == "POST" else None})
+        with reader(request.app.state.db).begin() as conn:
+            setting, compiled, sample, event_id = test_tool.prepare(
+                conn, p.account_id, slug, overrides, config.sealer)
+    except (ValidationError, Invalid, RuleViolation) as exc:
+        return _refused(p, slug, values, exc, saved is not None)
+    async with Sender.from_settings(config, 1) as sender:
+        result = await test_tool.send_test(sender, setting, compiled, sample, event_id)
+    return _edit(p, slug, values, result=result, saved_exists=saved is not None)
+
+
+@router.post("/{slug}/preview")
+async def preview(slug: str, request: Request) -> Response:
+    """The exact request for sample values, as the form stands (JSON, for the live
+    preview); the CSRF token comes in the ``X-CSRF-Token`` header."""
+    p = page(request, "partner")
+    assert p.session is not None
+    if request.headers.get("x-csrf-token") != p.session.csrf_token:
+        return JSONResponse({"error": "csrf"}, status_code=403)
+    kind = ns.TYPES.get(slug)
+    if kind is None:
+        return JSONResponse({"error": "unknown type"}, status_code=404)
+    try:
+        data = await request.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return JSONResponse({"error": "send a JSON object: url, method, body_format, body"},
+                            status_code=400)
+    method = "POST" if data.get("method") == "POST" else "GET"
+    try:
+        body_format = BodyFormat(data.get("body_format") or "json")
+    except ValueError:
+        body_format = BodyFormat.JSON
+    url, body = str(data.get("url", "")), str(data.get("body", ""))
+    try:
+        compiled = ns.compile_setting(slug, url, method, body_format.value,
+                                      body if method == "POST" else "")
+    except TemplateError as exc:
+        return JSONResponse({"problems": [
+            {"field": x.field, "message": x.message, "token": x.token,
+             "position": x.position, "suggestions": list(x.suggestions)}
+            for x in exc.problems]})
+    values = test_tool.sample_values(slug, uuid7())
+    headers = {"Content-Type": CONTENT_TYPES[body_format]} if method == "POST" else {}
+    return JSONResponse({"request": {
+        "method": method, "url": compiled.url.render(values), "headers": headers,
+        "body": compiled.body.render(values) if method == "POST" and compiled.body else None}})
+
+
+@router.post("/{slug}/signing-secret/rotate")
+async def rotate(slug: str, request: Request) -> Response:
+    p = page(request, "partner")
+    _type_or_404(p, slug)
+    await p.form()
+    config = request.app.state.settings
+    try:
+        with request.app.state.db.begin() as conn:
+            out = ns.rotate_signing_secret(conn, p.account_id, slug, 86400, config,
+                                           datetime.now(UTC))
+    except (Invalid, RuleViolation, NotFound) as exc:
+        raise Forbidden(getattr(exc, "message", str(exc)),
+                        404 if isinstance(exc, NotFound) else 403) from None
+    with reader(request.app.state.db).begin() as conn:
+        shown = _form_values(_saved(conn, p.account_id, slug))
+    return _edit(p, slug, shown, secret=out.get("signing_secret"), saved_exists=True,
+                 notice=p.gettext("A new signing secret was made; the previous one signs "
+                                  "beside it for 24 hours."))

@@ -1,0 +1,104 @@
+"""Operator: brands, partners and their keys (issue, revoke); system health; the
+published egress ranges."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from pydantic import ValidationError
+
+from postback.db.engine import reader
+from postback.models import ApiKeyIn, BrandIn, PartnerIn, PartnerType
+from postback.services import accounts
+from postback.services.errors import NotFound
+from postback.services.health import health
+from postback.web.notifications import errors_of
+from postback.web.pages import Page, page, redirect
+
+router = APIRouter(prefix="/operator", include_in_schema=False)
+
+
+def _accounts(p: Page, status: int = 200, **extra: object) -> Response:
+    with reader(p.request.app.state.db).begin() as conn:
+        brands = accounts.list_brands(conn)
+        partners = accounts.list_partners(conn)
+        keys = accounts.list_keys(conn)
+    by_account: dict[tuple[str, object], list[dict[str, object]]] = {}
+    for key in keys:
+        by_account.setdefault((str(key["account_type"]), key["account_id"]), []).append(key)
+    return p.render("operator/accounts.html", status=status, brands=brands,
+                    partners=partners, keys=by_account,
+                    partner_types=[t.value for t in PartnerType],
+                    errors=extra.pop("errors", {}), **extra)
+
+
+@router.get("")
+def overview(request: Request) -> Response:
+    return _accounts(page(request, "operator"))
+
+
+@router.post("/brands")
+async def add_brand(request: Request) -> Response:
+    p = page(request, "operator")
+    form = await p.form()
+    try:
+        body = BrandIn.model_validate({"name": form.get("name", "").strip()})
+    except ValidationError as exc:
+        return _accounts(p, 422, errors={"brand": errors_of(exc)})
+    with request.app.state.db.begin() as conn:
+        accounts.create_brand(conn, body)
+    return redirect("/operator#brands")
+
+
+@router.post("/partners")
+async def add_partner(request: Request) -> Response:
+    p = page(request, "operator")
+    form = await p.form()
+    try:
+        body = PartnerIn.model_validate({"name": form.get("name", "").strip(),
+                                         "partner_type": form.get("partner_type", "")})
+    except ValidationError as exc:
+        return _accounts(p, 422, errors={"partner": errors_of(exc)})
+    with request.app.state.db.begin() as conn:
+        accounts.create_partner(conn, body)
+    return redirect("/operator#partners")
+
+
+@router.post("/keys")
+async def issue_key(request: Request) -> Response:
+    """Issue a key and show it on this one page: it is never shown again."""
+    p = page(request, "operator")
+    form = await p.form()
+    try:
+        body = ApiKeyIn.model_validate({"account_type": form.get("account_type"),
+                                        "account_id": form.get("account_id")})
+        with request.app.state.db.begin() as conn:
+            issued = accounts.issue_key(conn, body)
+    except (ValidationError, NotFound) as exc:
+        message = str(exc) if isinstance(exc, NotFound) else "; ".join(
+            f"{k}: {v}" for k, v in errors_of(exc).items())
+        return _accounts(p, 422, errors={"key": {"form": message}})
+    return _accounts(p, issued=issued)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(key_id: int, request: Request) -> Response:
+    p = page(request, "operator")
+    await p.form()
+    try:
+        with request.app.state.db.begin() as conn:
+            accounts.revoke_key(conn, key_id)
+    except NotFound:
+        return _accounts(p, 404, errors={"key": {"form": p.gettext("There is no such key.")}})
+    return redirect("/operator#keys")
+
+
+@router.get("/health")
+def system_health(request: Request) -> Response:
+    p = page(request, "operator")
+    with reader(request.app.state.db).begin() as conn:
+        figures = health(conn, datetime.now(UTC))
+    return p.render("operator/health.html", h=figures,
+                    egress=list(request.app.state.settings.egress_ranges))

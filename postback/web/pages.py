@@ -1,0 +1,153 @@
+"""What every page shares: templates in the reader's language, the session behind the
+cookie, CSRF checks, and the response headers that keep pages to themselves.
+
+A page handler gets a :class:`Page` (request, session, language) and returns
+``page.render(template, **context)``. Pages without a live session redirect to sign-in.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Engine
+
+from postback.db.engine import reader
+from postback.services.accounts import Role
+from postback.services.web_sessions import Session, find_session
+from postback.web.i18n import LANGUAGES, negotiate, translations
+
+TEMPLATES = Path(__file__).parent / "templates"
+SESSION_COOKIE = "pb_session"
+LANG_COOKIE = "pb_lang"
+CSRF_FIELD = "csrf_token"
+# No inline script or style, nothing from elsewhere: an injected tag could do nothing.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+                               "img-src 'self' data:; frame-ancestors 'none'; "
+                               "form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class SignInRequired(Exception):
+    """No live session: the handler answers with a redirect to the sign-in page."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+class Forbidden(Exception):
+    """Signed in, but this page is for another kind of account, a form's CSRF token did
+    not match (403), or what was asked for is not there or not the caller's (404: the two
+    look the same, so nothing leaks)."""
+
+    def __init__(self, message: str, status: int = 403) -> None:
+        self.message = message
+        self.status = status
+
+
+@cache
+def environment(language: str) -> Environment:
+    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(),
+                      extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
+    env.install_gettext_translations(translations(language), newstyle=True)  # type: ignore[attr-defined]
+    env.globals["LANGUAGES"] = LANGUAGES
+    return env
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path on this site (never ``//elsewhere`` or a full URL): no open redirect."""
+    if target and target.startswith("/") and not target.startswith("//") \
+            and "\\" not in target:
+        return target
+    return "/"
+
+
+@dataclass
+class Page:
+    request: Request
+    session: Session | None
+    language: str
+
+    @property
+    def role(self) -> Role | None:
+        return self.session.principal.role if self.session else None
+
+    @property
+    def account_id(self) -> int:
+        assert self.session is not None and self.session.principal.account_id is not None
+        return self.session.principal.account_id
+
+    def gettext(self, message: str, **values: Any) -> str:
+        text = translations(self.language).gettext(message)
+        return text % values if values else text
+
+    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = environment(self.language).get_template(template).render(
+            page=self, csrf_token=self.session.csrf_token if self.session else "",
+            path=self.request.url.path, **context)
+        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+    async def form(self) -> dict[str, str]:
+        """The posted form, after checking its CSRF token against the session's."""
+        data = await self.request.form()
+        fields = {k: v for k, v in data.multi_items() if isinstance(v, str)}
+        sent = fields.pop(CSRF_FIELD, "")
+        if self.session is None or not hmac.compare_digest(sent, self.session.csrf_token):
+            raise Forbidden(self.gettext("This form has expired or did not come from this "
+                                         "site: reload the page and send it again."))
+        return fields
+
+    async def form_lists(self) -> dict[str, list[str]]:
+        """Every value of every field (for repeated fields such as header rows); the CSRF
+        token must have been checked with :meth:`form` first."""
+        data = await self.request.form()
+        out: dict[str, list[str]] = {}
+        for key, value in data.multi_items():
+            if isinstance(value, str):
+                out.setdefault(key, []).append(value)
+        return out
+
+
+def redirect(to: str) -> RedirectResponse:
+    return RedirectResponse(to, status_code=303, headers=SECURITY_HEADERS)
+
+
+def language_of(request: Request) -> str:
+    return negotiate(request.cookies.get(LANG_COOKIE), request.headers.get("accept-language"))
+
+
+def page(request: Request, *roles: Role) -> Page:
+    """The page's context; raises unless a live session of one of ``roles`` is behind it."""
+    db: Engine = request.app.state.db
+    token = request.cookies.get(SESSION_COOKIE)
+    session = None
+    if token:
+        with reader(db).connect() as conn:
+            session = find_session(conn, token, datetime.now(UTC))
+    if session is None:  # after signing in, come back here (a form's page cannot be)
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        raise SignInRequired(target if request.method == "GET" else "/")
+    p = Page(request, session, language_of(request))
+    if roles and session.principal.role not in roles:
+        raise Forbidden(p.gettext("This page is for another kind of account."))
+    return p
+
+
+def anonymous(request: Request) -> Page:
+    return Page(request, None, language_of(request))
+
+
+def sign_in_redirect(path: str) -> Response:
+    return redirect(f"/signin?next={quote(path, safe='')}")

@@ -1,0 +1,237 @@
+"""The web app in a real browser (headless chromium): a partner sets up, tests and watches
+postbacks; the operator issues a key; the page in Chinese; labels and keyboard use.
+
+Screenshots land in the test's folder, or in docs/screenshots with ``make screenshots``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.browser import LiveServer, chromium, shots_dir
+from tests.conftest import ADMIN, IN_CI, World, build_world
+from tests.receiver import Receiver
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+UNLABELLED = """() => [...document.querySelectorAll(
+    'input:not([type=hidden]), select, textarea')]
+  .filter(el => !el.closest('[hidden]') && el.labels.length === 0
+                && !el.getAttribute('aria-label'))
+  .map(el => el.outerHTML)"""
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    path = chromium()
+    if path is None:
+        message = "Debian's chromium is not installed (apt-get install chromium)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    with playwright_sync.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=path, headless=True)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def site(make_service: Any) -> Iterator[tuple[LiveServer, World]]:
+    service = make_service()
+    server = LiveServer(service.client.app)
+    try:
+        yield server, build_world(service)
+    finally:
+        server.stop()
+
+
+def labelled(page: Any) -> None:
+    """Every form field on the page has a label (or an aria-label)."""
+    assert page.evaluate(UNLABELLED) == []
+
+
+def sign_in(page: Any, url: str, key: str) -> None:
+    page.goto(url)
+    assert "/signin" in page.url
+    labelled(page)
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_partner_sets_up_tests_and_resends_a_postback(
+        browser: Any, site: tuple[LiveServer, World], receiver: Receiver,
+        tmp_path: Path) -> None:
+    server, world = site
+    shots = shots_dir(tmp_path)
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-US")
+    page = context.new_page()
+    sign_in(page, f"{server.url}/partner/event-notifications", world.partner_key)
+    page.wait_for_url(re.compile(r"/partner/event-notifications$"))
+    assert page.locator("h1").inner_text() == "Event Notifications"
+    page.screenshot(path=str(shots / "event-notifications.png"), full_page=True)
+
+    page.get_by_role("link", name="Edit Action Life Cycle Events").click()
+    labelled(page)
+    url = page.get_by_label("URL", exact=True)
+    url.fill(f"{receiver.url}/pb?id=")
+    url.press("End")
+    # the picker: search, then insert at the cursor (by mouse, then by keyboard)
+    page.get_by_label("Search tokens").fill("actionid")
+    page.get_by_role("button", name="{ActionId}", exact=True).click()
+    url.press("End")
+    url.type("&sub=")
+    page.get_by_label("Search tokens").fill("subid1")
+    page.get_by_role("button", name="{SubId1}", exact=True).focus()
+    page.keyboard.press("Enter")
+    assert url.input_value() == f"{receiver.url}/pb?id={{ActionId}}&sub={{SubId1}}"
+    # a mistyped token: the live preview and Save both say where and what is meant
+    url.press("End")
+    url.type("&pay={Payuot}")
+    preview = page.locator("#preview-request")
+    playwright_sync.expect(preview).to_contain_text("unknown token {Payuot}")
+    page.get_by_role("button", name="Save").click()
+    playwright_sync.expect(page.locator("#url-marked mark")).to_have_text("{Payuot}")
+    playwright_sync.expect(page.locator(".problems")).to_contain_text("{Payout}")
+    page.screenshot(path=str(shots / "unknown-token.png"), full_page=True)
+
+    url = page.get_by_label("URL", exact=True)
+    url.fill(f"{receiver.url}/pb?id={{ActionId}}&sub={{SubId1}}&pay={{Payout}}")
+    playwright_sync.expect(preview).to_contain_text("pay=27.75")  # the sample payout
+    page.get_by_role("button", name="Save").click()
+    playwright_sync.expect(page.locator(".notice")).to_have_text("Saved.")
+    page.screenshot(path=str(shots / "edit-postback.png"), full_page=True)
+
+    page.get_by_role("button", name="Test").click()
+    result = page.locator("#test-result")
+    playwright_sync.expect(result).to_contain_text("HTTP 200")
+    playwright_sync.expect(page.locator("#sent-request")).to_contain_text("pay=27.75")
+    tested = receiver.wait_for(1)[0]
+    assert tested.query["pay"] == "27.75"
+    page.screenshot(path=str(shots / "test-result.png"), full_page=True)
+
+    # a brand reports an action; the partner finds its delivery, opens it and resends it
+    action = world.report(sub_id1="member-42")
+    receiver.wait_for(2)
+    page.get_by_role("link", name="Deliveries").click()
+    labelled(page)
+    page.get_by_label("Action ID").fill(str(action["id"]))
+    page.get_by_role("button", name="Filter").click()
+    rows = page.locator("#deliveries tbody tr")
+    playwright_sync.expect(rows).to_have_count(1)
+    playwright_sync.expect(rows.first).to_contain_text("succeeded")
+    page.screenshot(path=str(shots / "deliveries.png"), full_page=True)
+    rows.first.get_by_role("link").click()
+    playwright_sync.expect(page.locator(".attempt-response").first).to_contain_text("HTTP 200")
+    page.get_by_role("button", name="Resend").click()
+    playwright_sync.expect(page.locator(".notice")).to_contain_text("Queued again")
+    again = receiver.wait_for(3)
+    assert again[2].query == again[1].query == {"id": str(action["id"]), "sub": "member-42",
+                                                "pay": "7.50"}
+    assert again[2].header("webhook-id") == again[1].header("webhook-id")
+    page.screenshot(path=str(shots / "delivery.png"), full_page=True)
+    context.close()
+
+
+def test_event_notifications_in_chinese(browser: Any, site: tuple[LiveServer, World],
+                                        tmp_path: Path) -> None:
+    server, world = site
+    context = browser.new_context(locale="zh-CN", viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(f"{server.url}/signin")
+    page.get_by_label("API 密钥").fill(world.partner_key)
+    page.get_by_role("button", name="登录").click()
+    playwright_sync.expect(page.locator("h1")).to_have_text("事件通知")
+    row = page.locator('tr[data-type="action-lifecycle"]')
+    playwright_sync.expect(row).to_contain_text("操作生命周期事件")
+    playwright_sync.expect(row).to_contain_text("未设置")
+    page.screenshot(path=str(shots_dir(tmp_path) / "event-notifications-zh.png"),
+                    full_page=True)
+    # the switch in the page turns it back to English, and the choice is kept
+    page.get_by_role("link", name="English").click()
+    playwright_sync.expect(page.locator("h1")).to_have_text("Event Notifications")
+    page.reload()
+    playwright_sync.expect(page.locator("h1")).to_have_text("Event Notifications")
+    context.close()
+
+
+def test_operator_issues_a_key_that_signs_in(browser: Any, site: tuple[LiveServer, World],
+                                             tmp_path: Path) -> None:
+    server, _ = site
+    context = browser.new_context(locale="en-US")
+    page = context.new_page()
+    sign_in(page, f"{server.url}/operator", ADMIN)
+    playwright_sync.expect(page.locator("h1")).to_have_text("Accounts")
+    labelled(page)
+    page.get_by_role("button", name="Issue a key for Cashback World").click()
+    key = page.locator("#issued-key").inner_text()
+    assert key.startswith("pbk_")
+    page.screenshot(path=str(shots_dir(tmp_path) / "operator-accounts.png"), full_page=True)
+    page.goto(f"{server.url}/operator")  # shown once: never again
+    assert key not in page.content()
+
+    partner = browser.new_context(locale="en-US").new_page()
+    sign_in(partner, f"{server.url}/", key)
+    playwright_sync.expect(partner.locator("h1")).to_have_text("Event Notifications")
+    partner.context.close()
+    context.close()
+
+
+def test_brand_uploads_a_catalog_file(browser: Any, site: tuple[LiveServer, World],
+                                      receiver: Receiver, tmp_path: Path) -> None:
+    server, world = site
+    world.partner("PUT", "/v1/event-notifications/product-data-change", 200,
+                  json={"url": f"{receiver.url}/p?item={{CatalogItemId}}&n={{Name}}"})
+    rows = ["item_id,name,current_price,currency,stock_availability"]
+    rows += [f"SKU-{i},Shoe {i},{10 + i}.00,USD,InStock" for i in range(300)]
+    upload = tmp_path / "catalog.csv"
+    upload.write_text("\n".join(rows) + "\n")
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    sign_in(page, f"{server.url}/brand/catalog", world.brand_key)
+    playwright_sync.expect(page.locator("h1")).to_have_text("Catalog")
+    labelled(page)
+    page.get_by_label("CSV or JSON file").set_input_files(str(upload))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    playwright_sync.expect(page.locator("#catalog-notice")).to_have_text(
+        "300 rows read: 300 added, 0 updated, 0 removed, 0 unchanged.")
+    playwright_sync.expect(page.locator("#catalog-items")).to_contain_text("Shoe 0")
+    page.screenshot(path=str(shots_dir(tmp_path) / "brand-catalog.png"))
+    got = receiver.wait_for(300)
+    assert {r.query["item"] for r in got} == {f"SKU-{i}" for i in range(300)}
+    # a bad row is named, and nothing of the file is kept
+    upload.write_text("item_id,name,current_price\nSKU-1,Shoe,12.00\nSKU-2,,oops\n")
+    page.get_by_label("CSV or JSON file").set_input_files(str(upload))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    playwright_sync.expect(page.locator("#catalog-error")).to_contain_text("row 2")
+    assert world.brand("GET", f"/v1/programs/{world.program_id}/catalog/items/SKU-1",
+                       200)["current_price"] == "11.00"
+    context.close()
+
+
+def test_every_page_has_labels_and_works_by_keyboard(browser: Any,
+                                                     site: tuple[LiveServer, World]) -> None:
+    """Each main page: every field labelled; the first form control reachable with Tab."""
+    server, world = site
+    pages = {world.partner_key: ["/partner/event-notifications",
+                                 "/partner/event-notifications/action-lifecycle",
+                                 "/partner/deliveries", "/partner/actions",
+                                 "/partner/inquiries"],
+             world.brand_key: ["/brand", "/brand/actions", "/brand/catalog",
+                               "/brand/inquiries", "/brand/postbacks"],
+             ADMIN: ["/operator", "/operator/health"]}
+    for key, paths in pages.items():
+        context = browser.new_context(locale="en-US")
+        page = context.new_page()
+        sign_in(page, f"{server.url}{paths[0]}", key)
+        for path in paths:
+            page.goto(f"{server.url}{path}")
+            assert page.locator("h1").count() == 1, path
+            labelled(page)
+            page.keyboard.press("Tab")  # the skip link comes first, and goes to the content
+            assert page.evaluate("document.activeElement.className") == "skip", path
+        context.close()
