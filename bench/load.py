@@ -23,6 +23,7 @@ Everything runs on loopback and stops by itself (bounded count, bounded time).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import statistics
@@ -176,12 +177,14 @@ def plot(sweeps: dict[str, list[dict[str, float]]], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 7), sharex=True)
-    for name, rows in sweeps.items():
+    for (name, rows), colour in zip(sweeps.items(), ("tab:blue", "tab:orange"), strict=False):
         offered = [r["offered"] for r in rows]
-        top.plot(offered, [r["delivered"] for r in rows], marker="o", label=name)
-        bottom.plot(offered, [r["p50"] for r in rows], marker="o", label=f"{name} p50")
+        top.plot(offered, [r["delivered"] for r in rows], marker="o", color=colour,
+                 label=name)
+        bottom.plot(offered, [r["p50"] for r in rows], marker="o", color=colour,
+                    label=f"{name} p50")
         bottom.plot(offered, [r["p99"] for r in rows], marker="x", linestyle="--",
-                    label=f"{name} p99")
+                    color=colour, label=f"{name} p99")
     top.set_ylabel("postbacks delivered / s")
     top.set_title("postback serve: one process, 10 partners, loopback receiver")
     top.grid(True, alpha=0.3)
@@ -189,7 +192,7 @@ def plot(sweeps: dict[str, list[dict[str, float]]], path: str) -> None:
     bottom.set_xscale("log")
     bottom.set_yscale("log")
     bottom.set_xlabel("offered load, actions / s")
-    bottom.set_ylabel("commit → received, ms")
+    bottom.set_ylabel("batch sent to the API → received, ms")
     bottom.axhline(20, color="grey", linewidth=0.8, linestyle=":")
     bottom.axhline(100, color="grey", linewidth=0.8, linestyle=":")
     bottom.grid(True, alpha=0.3, which="both")
@@ -208,7 +211,13 @@ def main() -> None:
     p.add_argument("--sustain", type=float, default=60.0)
     p.add_argument("--burst", type=int, default=20_000, help="actions in the black-hole burst")
     p.add_argument("--plot", default=str(HERE.parent / "docs" / "load.png"))
+    p.add_argument("--replot", metavar="JSON",
+                   help="only draw the plot again from a run's saved figures")
     args = p.parse_args()
+    figures = Path(args.plot).with_suffix(".json")
+    if args.replot:
+        plot(json.loads(Path(args.replot).read_text()), args.plot)
+        return
     port, hole_port = free_port(), free_port()
     receiver_proc = subprocess.Popen([sys.executable, str(HERE / "receiver.py"), str(port),
                                       str(hole_port)])
@@ -251,7 +260,8 @@ def main() -> None:
                 print(f"| {name} | {r['offered']:,.0f} | {r['delivered']:,.0f} "
                       f"| {r['p50']:.1f} | {r['p99']:.1f} |")
         plot(sweeps, args.plot)
-        print(f"\nplot: {args.plot}\n")
+        figures.write_text(json.dumps(sweeps, indent=1))
+        print(f"\nplot: {args.plot} (figures: {figures})\n")
     if sustains:
         print(f"| database ({args.sustain:.0f} s at full speed) | accepted actions/s "
               "| delivered postbacks/s | backlog at the end | all delivered after |")
