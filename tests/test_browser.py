@@ -114,9 +114,19 @@ def test_partner_sets_up_tests_and_resends_a_postback(
     assert tested.query["pay"] == "27.75"
     page.screenshot(path=str(shots / "test-result.png"), full_page=True)
 
-    # a brand reports an action; the partner finds its delivery, opens it and resends it
-    action = world.report(sub_id1="member-42")
+    # the brand reports an action on its Actions page ...
+    brand = browser.new_context(locale="en-US").new_page()
+    sign_in(brand, f"{server.url}/brand/actions", world.brand_key)
+    brand.get_by_label("Order ID").fill("ORD-42")
+    brand.get_by_label("Amount").fill("100.00")
+    brand.get_by_label("Payout").fill("7.50")
+    brand.get_by_label("SubId1").fill("member-42")
+    brand.get_by_role("button", name="Report", exact=True).click()
+    playwright_sync.expect(brand.locator(".notice")).to_contain_text("reported")
+    action = {"id": int(brand.locator("#brand-actions tbody tr td").first.inner_text())}
+    brand.context.close()
     receiver.wait_for(2)
+    # ... and the partner finds its delivery, opens it and resends it
     page.get_by_role("link", name="Deliveries").click()
     labelled(page)
     page.get_by_label("Action ID").fill(str(action["id"]))
@@ -235,3 +245,29 @@ def test_every_page_has_labels_and_works_by_keyboard(browser: Any,
             page.keyboard.press("Tab")  # the skip link comes first, and goes to the content
             assert page.evaluate("document.activeElement.className") == "skip", path
         context.close()
+
+
+def test_no_page_without_a_session_and_no_other_accounts_data(
+        browser: Any, site: tuple[LiveServer, World], receiver: Receiver) -> None:
+    server, world = site
+    world.subscribe(f"{receiver.url}/pb?id={{ActionId}}")
+    world.report()
+    receiver.wait_for(1)
+    mine = world.partner("GET", "/v1/deliveries", 200)["items"][0]["id"]
+    stranger = browser.new_context(locale="en-US").new_page()
+    for path in ("/partner/event-notifications", f"/partner/deliveries/{mine}", "/brand",
+                 "/operator/health"):
+        stranger.goto(f"{server.url}{path}")
+        playwright_sync.expect(stranger.locator("h1")).to_have_text("Sign in")
+    other = world.service.call("POST", "/v1/partners", ADMIN, 201,
+                               json={"name": "Other Partner", "partner_type": "cashback"})
+    other_key = world.service.call("POST", "/v1/api-keys", ADMIN, 201, json={
+        "account_type": "partner", "account_id": other["id"]})["key"]
+    sign_in(stranger, f"{server.url}/partner/deliveries", other_key)
+    playwright_sync.expect(stranger.locator("#deliveries")).to_contain_text(
+        "No deliveries match.")
+    stranger.goto(f"{server.url}/partner/deliveries/{mine}")
+    playwright_sync.expect(stranger.locator("h1")).to_have_text("Not found")
+    stranger.goto(f"{server.url}/brand")
+    playwright_sync.expect(stranger.locator("h1")).to_have_text("Not allowed")
+    stranger.context.close()
