@@ -9,6 +9,7 @@ the claim is one write transaction.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
 
 from postback.core.signing import SigningKey, secret_key
+from postback.core.values import utc
 from postback.db.schema import delivery, delivery_attempt, notification_setting, rate_bucket
 from postback.sealing import Sealer
 
@@ -228,16 +230,6 @@ def release(engine: Engine, worker: str, ids: Sequence[int], now: datetime) -> N
                      .values(lease_owner=None, next_attempt_at=now))
 
 
-_finish = (
-    update(delivery)
-    .where(delivery.c.id == bindparam("b_id"), delivery.c.lease_owner == bindparam("b_worker"))
-    .values(status=bindparam("b_status"), attempt_count=bindparam("b_attempt"),
-            failures=bindparam("b_failures"), next_attempt_at=bindparam("b_next"),
-            lease_owner=None, last_status_code=bindparam("b_code"),
-            last_error=bindparam("b_error"), completed_at=bindparam("b_completed"))
-)
-
-
 @dataclass(frozen=True)
 class DisablePolicy:
     """An endpoint that fails every delivery for ``hours`` and at least ``failures`` times in
@@ -286,34 +278,67 @@ def _endpoint_health(conn: Connection, results: Sequence[Result], now: datetime,
         "setting again to re-enable it")))
 
 
+class _Writes:
+    """The two statements that record a batch, as driver SQL for one dialect, with rows
+    passed as plain tuples: SQLAlchemy's per-row parameter processing (JSON and datetime
+    binds, dict building) cost about as much as the database's own work, and it runs
+    under the GIL beside the event loop. Values are converted as SQLAlchemy stores them:
+    JSON as text, times as UTC (naive ``YYYY-MM-DD HH:MM:SS.ffffff`` text on SQLite)."""
+
+    ATTEMPT = ("delivery_id", "number", "started_at", "method", "url", "request_headers",
+               "status_code", "response_headers", "response_body", "latency_ms",
+               "error_class", "error_message", "outcome", "worker")
+    JSON = frozenset({"request_headers", "response_headers"})
+
+    def __init__(self, dialect: str) -> None:
+        self.sqlite = dialect == "sqlite"
+        mark = "?" if self.sqlite else "%s"
+        values = ", ".join(mark + ("::json" if c in self.JSON and not self.sqlite else "")
+                           for c in self.ATTEMPT)
+        self.insert_attempts = (f"INSERT INTO delivery_attempt ({', '.join(self.ATTEMPT)}) "
+                                f"VALUES ({values})")
+        self.finish = (f"UPDATE delivery SET status = {mark}, attempt_count = {mark}, "
+                       f"failures = {mark}, next_attempt_at = {mark}, lease_owner = NULL, "
+                       f"last_status_code = {mark}, last_error = {mark}, "
+                       f"completed_at = {mark} WHERE id = {mark} AND lease_owner = {mark}")
+
+    def time(self, value: datetime | None) -> Any:
+        if value is None or not self.sqlite:
+            return value
+        return utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# the column list is ours, so a schema change that it misses fails at import, not quietly
+assert set(_Writes.ATTEMPT) == {c.name for c in delivery_attempt.columns} - {"id"}
+_WRITES = {name: _Writes(name) for name in ("sqlite", "postgresql")}
+_STATUS = {"success": "succeeded", "retry": "pending"}
+
+
 def record(engine: Engine, worker: str, results: Sequence[Result], now: datetime,
            policy: DisablePolicy | None = None) -> None:
     """Write a batch of attempts and move each delivery on, in one transaction; track each
     endpoint's health and disable one that has failed for too long."""
     if not results:
         return
-    attempts: list[dict[str, Any]] = []
-    finishes: list[dict[str, Any]] = []
+    writes = _WRITES[engine.dialect.name]
+    stamp, dumps = writes.time, json.dumps
+    done_at = stamp(now)
+    attempts: list[tuple[Any, ...]] = []
+    finishes: list[tuple[Any, ...]] = []
     for r in results:
-        attempts.append({
-            "delivery_id": r.job.id, "number": r.job.attempt, "started_at": r.started_at,
-            "method": r.job.method, "url": r.job.url, "request_headers": r.request_headers,
-            "status_code": r.status_code, "response_headers": r.response_headers,
-            "response_body": r.response_body, "latency_ms": r.latency_ms,
-            "error_class": r.error_class, "error_message": r.error_message,
-            "outcome": r.outcome, "worker": worker,
-        })
-        done = r.outcome != "retry"
-        finishes.append({
-            "b_id": r.job.id, "b_worker": worker,
-            "b_status": {"success": "succeeded", "retry": "pending"}.get(r.outcome, "failed"),
-            "b_attempt": r.job.attempt,
-            "b_failures": r.job.failures + (0 if r.outcome == "success" else 1),
-            "b_next": r.next_attempt_at if r.next_attempt_at is not None else now,
-            "b_code": r.status_code, "b_error": r.error_class,
-            "b_completed": now if done else None,
-        })
+        job = r.job
+        attempts.append((
+            job.id, job.attempt, stamp(r.started_at), job.method, job.url,
+            dumps(r.request_headers), r.status_code,
+            None if r.response_headers is None else dumps(r.response_headers),
+            r.response_body, r.latency_ms, r.error_class, r.error_message, r.outcome, worker))
+        retry = r.outcome == "retry"
+        finishes.append((
+            _STATUS.get(r.outcome, "failed"), job.attempt,
+            job.failures + (0 if r.outcome == "success" else 1),
+            stamp(r.next_attempt_at) if r.next_attempt_at is not None else done_at,
+            r.status_code, r.error_class, None if retry else done_at, job.id, worker))
     with engine.begin() as conn:
-        conn.execute(insert(delivery_attempt), attempts)
-        conn.execute(_finish, finishes)
+        conn.exec_driver_sql(writes.insert_attempts, attempts)
+        conn.exec_driver_sql(writes.finish, finishes)
         _endpoint_health(conn, results, now, policy or DisablePolicy())
