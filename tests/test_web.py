@@ -4,6 +4,7 @@ what it keeps. The browser walk-throughs are in ``test_browser.py``."""
 from __future__ import annotations
 
 import re
+import time
 from typing import Any
 
 import pytest
@@ -14,6 +15,13 @@ from tests.receiver import Receiver
 
 PAGES = ["/", "/partner/event-notifications", "/partner/event-notifications/action-lifecycle",
          "/partner/deliveries", "/partner/deliveries/1"]
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
 
 
 def csrf(html: str) -> str:
@@ -126,6 +134,11 @@ def test_save_then_a_delivery_keeps_a_masked_header(world: World, receiver: Rece
     got = receiver.wait_for(1)[0]
     assert got.query == {"id": str(action["id"]), "again": "1"}
     assert got.header("X-Api-Key") == "s3cret-value"
+    wait_until(lambda: world.partner("GET", "/v1/deliveries", 200)["items"][0]["status"]
+               == "succeeded")
+    listed = client.get("/partner/event-notifications").text
+    row = listed.split('data-type="action-lifecycle"')[1].split("</tr>")[0]
+    assert "Enabled" in row and "succeeded" in row and "HTTP 200" in row
 
 
 def test_partners_see_only_their_own_deliveries(world: World, receiver: Receiver) -> None:

@@ -34,14 +34,20 @@ FIELDS = ("url", "method", "body_format", "body", "minimum_delay_seconds",
           "max_requests_per_second", "success_response", "error_response", "signing_scheme")
 
 
+RECENT = 10_000
+
+
 def _last_deliveries(conn: Connection, partner_id: int) -> dict[str, Any]:
-    """The newest delivery of each type: its outcome and time, for the list."""
+    """The newest delivery of each type among the partner's newest ``RECENT`` (a bounded
+    read on the partner's index, however many deliveries it has): outcome and time."""
+    recent = (select(delivery.c.id).where(delivery.c.partner_id == partner_id)
+              .order_by(delivery.c.id.desc()).limit(RECENT).scalar_subquery())
     out = {}
     for slug in ns.TYPES:
         row = conn.execute(
             select(delivery.c.status, delivery.c.last_status_code, delivery.c.last_error,
                    delivery.c.created_at, delivery.c.completed_at)
-            .where(delivery.c.partner_id == partner_id, delivery.c.notification_type == slug)
+            .where(delivery.c.id.in_(recent), delivery.c.notification_type == slug)
             .order_by(delivery.c.id.desc()).limit(1)).first()
         if row is not None:
             out[slug] = row
