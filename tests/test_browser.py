@@ -26,8 +26,11 @@ UNLABELLED = """() => [...document.querySelectorAll(
   .map(el => el.outerHTML)"""
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One browser for this module; Playwright's sync API keeps an event loop running in
+    this thread while it is open, so it must be closed before other modules'
+    ``asyncio.run``."""
     path = chromium()
     if path is None:
         message = "Debian's chromium is not installed (apt-get install chromium)"
