@@ -422,3 +422,14 @@ def test_the_preview_renders_sample_values_and_refuses_bad_calls(world: World) -
                                               "Content-Type": "application/json"},
                                content=junk)
         assert response.status_code == 400
+
+
+def test_an_operator_session_ends_when_its_token_is_replaced(make_service: Any) -> None:
+    before = make_service(start_engine=False)
+    client = TestClient(before.client.app)
+    sign_in(client, ADMIN)
+    assert client.get("/operator").status_code == 200
+    after = make_service(start_engine=False, admin_token="a-new-operator-token")
+    moved = TestClient(after.client.app)
+    moved.cookies.set("pb_session", client.cookies.get("pb_session") or "")
+    assert moved.get("/operator", follow_redirects=False).status_code == 303

@@ -92,7 +92,7 @@ api_key = Table(
 
 # A signed-in browser: the cookie holds a random token whose hash is stored here (as for API
 # keys), so a database leak opens no session. A session made with an API key ends when the
-# key is revoked.
+# key is revoked, and an operator session when its operator token is no longer accepted.
 web_session = Table(
     "web_session", metadata,
     Column("id", Integer, primary_key=True),
@@ -100,6 +100,8 @@ web_session = Table(
     Column("role", String(10), nullable=False),
     Column("account_id", Integer),
     Column("api_key_id", Integer, ForeignKey("api_key.id")),
+    # an operator session: the hash of the operator token it signed in with
+    Column("operator_token_hash", String(64)),
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),

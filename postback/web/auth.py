@@ -79,7 +79,7 @@ async def signin(request: Request) -> Response:
             who = authenticate(conn, key, request.app.state.settings.admin_token)
         if who is not None:
             with db.begin() as conn:
-                token, _ = open_session(conn, who, datetime.now(UTC))
+                token, _ = open_session(conn, who, key, datetime.now(UTC))
             response = redirect(target if target != "/" else HOME[who.role])
             response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict",
                                 secure=_secure(request), path="/",

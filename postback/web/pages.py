@@ -135,7 +135,8 @@ def page(request: Request, *roles: Role) -> Page:
     session = None
     if token:
         with reader(db).connect() as conn:
-            session = find_session(conn, token, datetime.now(UTC))
+            session = find_session(conn, token, datetime.now(UTC),
+                                   request.app.state.settings.admin_token)
     if session is None:  # after signing in, come back here (a form's page cannot be)
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(target if request.method == "GET" else "/")

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("role", sa.String(length=10), nullable=False),
         sa.Column("account_id", sa.Integer(), nullable=True),
         sa.Column("api_key_id", sa.Integer(), nullable=True),
+        sa.Column("operator_token_hash", sa.String(length=64), nullable=True),
         sa.Column("csrf_token", sa.String(length=64), nullable=False),
         sa.Column("created_at", UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", UTCDateTime(timezone=True), nullable=False),
