@@ -271,16 +271,23 @@ def _refused(p: Page, slug: str, values: dict[str, Any], exc: Exception,
                  saved_exists=saved_exists)
 
 
-@router.post("/{slug}")
-async def save(slug: str, request: Request) -> Response:
+async def _sent_form(request: Request, slug: str) -> tuple[Page, dict[str, Any], Any]:
+    """A posted edit form: the page (session and CSRF checked), the form's values as sent,
+    and the saved setting (or None)."""
     p = page(request, "partner")
     _type_or_404(p, slug)
     form = await p.form()
     values = _posted(form, await p.form_lists())
+    with reader(request.app.state.db).begin() as conn:
+        saved = _saved(conn, p.account_id, slug)
+    return p, values, saved
+
+
+@router.post("/{slug}")
+async def save(slug: str, request: Request) -> Response:
+    p, values, saved = await _sent_form(request, slug)
     db = request.app.state.db
     config = request.app.state.settings
-    with reader(db).begin() as conn:
-        saved = _saved(conn, p.account_id, slug)
     try:
         body = _setting_in(values, saved, p)
         warnings = ns.vet_target(body.url, config)
@@ -297,13 +304,8 @@ async def save(slug: str, request: Request) -> Response:
 @router.post("/{slug}/test")
 async def test(slug: str, request: Request) -> Response:
     """Send the form as it stands (saved or not) with sample values, and show the result."""
-    p = page(request, "partner")
-    _type_or_404(p, slug)
-    form = await p.form()
-    values = _posted(form, await p.form_lists())
+    p, values, saved = await _sent_form(request, slug)
     config = request.app.state.settings
-    with reader(request.app.state.db).begin() as conn:
-        saved = _saved(conn, p.account_id, slug)
     try:
         overrides = SettingTestIn.model_validate({
             "url": values["url"].strip() or None, "method": values["method"] or None,
