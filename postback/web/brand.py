@@ -35,18 +35,11 @@ from postback.models import (
 from postback.services import catalog, inquiries, ledger, programs
 from postback.services import notification_settings as ns
 from postback.services.errors import Invalid, NotFound
-from postback.web.notifications import errors_of
-from postback.web.pages import Forbidden, Page, page, redirect
+from postback.web.pages import Forbidden, Page, page, redirect, refusal_message
 
 router = APIRouter(prefix="/brand", include_in_schema=False)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 Refusal = (ValidationError, Invalid, RuleViolation, NotFound)
-
-
-def _message(p: Page, exc: Exception) -> str:
-    if isinstance(exc, NotFound):
-        return str(exc)
-    return "; ".join(f"{k}: {v}" for k, v in errors_of(exc).items() if k != "problems")
 
 
 def _partners(p: Page) -> list[Any]:
@@ -80,7 +73,7 @@ async def add_program(request: Request) -> Response:
         with request.app.state.db.begin() as conn:
             programs.create_program(conn, p.account_id, body)
     except Refusal as exc:
-        return _programs(p, 422, _message(p, exc))
+        return _programs(p, 422, refusal_message(exc))
     return redirect("/brand")
 
 
@@ -94,7 +87,7 @@ async def add_event_type(program_id: int, request: Request) -> Response:
         with request.app.state.db.begin() as conn:
             programs.add_event_type(conn, p.account_id, program_id, body)
     except Refusal as exc:
-        return _programs(p, 422, _message(p, exc))
+        return _programs(p, 422, refusal_message(exc))
     return redirect("/brand")
 
 
@@ -114,7 +107,7 @@ async def put_contract(program_id: int, request: Request) -> Response:
             programs.put_contract(conn, p.account_id, program_id,
                                   int(one.get("partner_id", "0") or 0), body)
     except Refusal as exc:
-        return _programs(p, 422, _message(p, exc))
+        return _programs(p, 422, refusal_message(exc))
     except ValueError:
         return _programs(p, 422, "partner_id: choose a partner")
     return redirect("/brand")
@@ -152,7 +145,7 @@ async def report(request: Request) -> Response:
         with request.app.state.db.begin() as conn:
             rows = ledger.report_actions(conn, p.account_id, [body], datetime.now(UTC))
     except Refusal as exc:
-        return _actions(p, 422, _message(p, exc))
+        return _actions(p, 422, refusal_message(exc))
     request.app.state.wake()
     return _actions(p, notice=p.gettext("Action %(id)s reported.", id=rows[0]["id"]))
 
@@ -178,7 +171,7 @@ async def change(action_id: int, change: str, request: Request) -> Response:
             else:
                 raise NotFound("change")
     except Refusal as exc:
-        return _actions(p, 422, _message(p, exc))
+        return _actions(p, 422, refusal_message(exc))
     request.app.state.wake()
     return _actions(p, notice=p.gettext("Action %(id)s changed.", id=action_id))
 
@@ -218,7 +211,7 @@ async def put_item(program_id: int, request: Request) -> Response:
         with request.app.state.db.begin() as conn:
             catalog.put_item(conn, p.account_id, program_id, item_id, body, datetime.now(UTC))
     except Refusal as exc:
-        return _catalog(p, program_id, 422, error=_message(p, exc))
+        return _catalog(p, program_id, 422, error=refusal_message(exc))
     request.app.state.wake()
     return _catalog(p, program_id, notice=p.gettext("Item %(id)s saved.", id=item_id))
 
@@ -262,7 +255,7 @@ async def upload(program_id: int, request: Request) -> Response:
         with request.app.state.db.begin() as conn:
             out = catalog.bulk_upsert(conn, p.account_id, program_id, body, datetime.now(UTC))
     except Refusal as exc:
-        return _catalog(p, program_id, 422, error=_message(p, exc))
+        return _catalog(p, program_id, 422, error=refusal_message(exc))
     except (ValueError, csv.Error) as exc:  # undecodable, or not CSV or JSON at all
         return _catalog(p, program_id, 422,
                         error=p.gettext("The file is not UTF-8 CSV or JSON: %(e)s", e=exc))
@@ -300,7 +293,7 @@ async def resolve(inquiry_id: int, request: Request) -> Response:
         with request.app.state.db.begin() as conn:
             inquiries.resolve_inquiry(conn, p.account_id, inquiry_id, body, datetime.now(UTC))
     except Refusal as exc:
-        return _inquiries(p, 422, _message(p, exc))
+        return _inquiries(p, 422, refusal_message(exc))
     request.app.state.wake()
     return redirect("/brand/inquiries")
 
@@ -337,7 +330,7 @@ async def add_postback(request: Request) -> Response:
             ns.add_brand_postback(conn, p.account_id, int(form.get("partner_id") or 0), body,
                                   config)
     except Refusal as exc:
-        return _postbacks(p, 422, _message(p, exc))
+        return _postbacks(p, 422, refusal_message(exc))
     return redirect("/brand/postbacks")
 
 

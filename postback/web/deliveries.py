@@ -17,24 +17,12 @@ from postback.services import deliveries as service
 from postback.services import notification_settings as ns
 from postback.services.errors import NotFound
 from postback.web.chart import hourly_svg
-from postback.web.pages import Forbidden, page, redirect
+from postback.web.pages import Forbidden, page, redirect, utc_input
 
 router = APIRouter(prefix="/partner/deliveries", include_in_schema=False)
 STATUSES = ("pending", "succeeded", "failed")
 TRIGGERS = ("TRACKED", "MODIFIED", "REVERSED", "LOCKED", "PAID", "CLEARED",
             "INQUIRY_CREATED", "INQUIRY_RESOLVED", "ADDED", "UPDATED", "REMOVED")
-
-
-def _when(text: str | None) -> datetime | None:
-    """A ``datetime-local`` field (taken as UTC) or an ISO timestamp; blank or unreadable
-    is no filter (the form shows what was applied)."""
-    if not text:
-        return None
-    try:
-        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @router.get("")
@@ -45,7 +33,8 @@ def deliveries(request: Request, type: str = "", trigger: str = "", status: str 
     filters = {"type": type if type in ns.TYPES else "",
                "trigger": trigger if trigger in TRIGGERS else "",
                "status": status if status in STATUSES else "",
-               "since": since if _when(since) else "", "until": until if _when(until) else "",
+               "since": since if utc_input(since) else "",
+               "until": until if utc_input(until) else "",
                "action_id": action_id if action_id.isdigit() else ""}
     now = datetime.now(UTC)
     with reader(request.app.state.db).begin() as conn:
@@ -53,7 +42,7 @@ def deliveries(request: Request, type: str = "", trigger: str = "", status: str 
             conn, p.account_id, status=filters["status"] or None,
             trigger=filters["trigger"] or None, type=filters["type"] or None,
             action_id=int(filters["action_id"]) if filters["action_id"] else None,
-            since=_when(filters["since"]), until=_when(filters["until"]),
+            since=utc_input(filters["since"]), until=utc_input(filters["until"]),
             cursor=int(cursor) if cursor.isdigit() else None, limit=50)
         latencies = service.last_latencies(conn, [d["id"] for d in found["items"]])
         counts = service.hourly_outcomes(conn, p.account_id, now - timedelta(days=7))
@@ -102,7 +91,7 @@ async def resend(delivery_id: int, request: Request) -> Response:
 async def recover(request: Request) -> Response:
     p = page(request, "partner")
     form = await p.form()
-    since = _when(form.get("since"))
+    since = utc_input(form.get("since"))
     if since is None:
         raise Forbidden(p.gettext("Choose the time to recover failed deliveries from."))
     type = form.get("type") or None

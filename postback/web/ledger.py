@@ -15,8 +15,7 @@ from postback.models import InquiryIn
 from postback.services import inquiries, ledger, programs
 from postback.services import notification_settings as ns
 from postback.services.errors import Invalid, NotFound
-from postback.web.notifications import errors_of
-from postback.web.pages import Forbidden, Page, page, redirect
+from postback.web.pages import Forbidden, Page, errors_of, page, redirect, utc_input
 
 router = APIRouter(prefix="/partner", include_in_schema=False)
 ACTION_STATUSES = ("PENDING", "APPROVED", "REVERSED")
@@ -63,7 +62,8 @@ async def create_inquiry(request: Request) -> Response:
         body = InquiryIn.model_validate({
             "program_id": form.get("program_id"), "inquiry_type": form.get("inquiry_type"),
             "oid": form.get("oid", "").strip(),
-            "transaction_date": _aware(form.get("transaction_date", "")),
+            "transaction_date": utc_input(form.get("transaction_date")) or
+            form.get("transaction_date", ""),  # unreadable: the model names the field
             "transaction_amount": form.get("transaction_amount", "").strip(),
             "expected_payout": form.get("expected_payout", "").strip(),
             "customer_id": form.get("customer_id", "").strip() or None,
@@ -76,12 +76,6 @@ async def create_inquiry(request: Request) -> Response:
         return _inquiries(p, 422, errors={"program_id": str(exc)}, values=form)
     request.app.state.wake()
     return redirect("/partner/inquiries")
-
-
-def _aware(text: str) -> str:
-    """A ``datetime-local`` value is taken as UTC."""
-    text = text.strip()
-    return text + "+00:00" if text and "+" not in text[10:] and not text.endswith("Z") else text
 
 
 @router.post("/inquiries/{inquiry_id}/close")

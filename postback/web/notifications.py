@@ -27,7 +27,14 @@ from postback.services import notification_settings as ns
 from postback.services import programs, test_tool
 from postback.services.errors import Invalid, NotFound
 from postback.services.ids import uuid7
-from postback.web.pages import Forbidden, Page, page, redirect
+from postback.web.pages import (
+    Forbidden,
+    Page,
+    errors_of,
+    page,
+    redirect,
+    refusal_message,
+)
 
 router = APIRouter(prefix="/partner/event-notifications", include_in_schema=False)
 FIELDS = ("url", "method", "body_format", "body", "minimum_delay_seconds",
@@ -83,11 +90,7 @@ async def add_event_level(request: Request) -> Response:
         with request.app.state.db.begin() as conn:
             ns.add_event_level(conn, p.account_id, body, config)  # type: ignore[arg-type]
     except (ValidationError, Invalid, RuleViolation, NotFound) as exc:
-        message = (str(exc) if isinstance(exc, NotFound)
-                   else exc.message if isinstance(exc, RuleViolation)
-                   else "; ".join(f"{k}: {v}" for k, v in errors_of(exc).items()
-                                  if k != "problems"))
-        raise Forbidden(message) from None
+        raise Forbidden(refusal_message(exc)) from None
     return redirect("/partner/event-notifications#event-level")
 
 
@@ -222,26 +225,6 @@ def _setting_in(values: dict[str, Any], saved: Any, p: Page,
         "error_response": blank_none("error_response"),
         "extra_triggers": values["extra_triggers"], "signed": values["signed"],
         "signing_scheme": values["signing_scheme"], **more})
-
-
-def errors_of(exc: Exception) -> dict[str, Any]:
-    """{field: message} (and the template problems, for highlighting) from a refusal."""
-    if isinstance(exc, ValidationError):
-        out: dict[str, Any] = {}
-        for err in exc.errors():
-            field = ".".join(str(x) for x in err.get("loc", ())) or "form"
-            message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
-            out.setdefault(field.split(".")[0], message)
-        return out
-    if isinstance(exc, Invalid):
-        out = {exc.field: exc.message}
-        problems = exc.extra.get("problems")
-        if isinstance(problems, list):
-            out["problems"] = problems
-        return out
-    if isinstance(exc, RuleViolation):
-        return {"form": exc.message}
-    raise exc
 
 
 def highlight(text: str, problems: list[dict[str, Any]], field: str) -> list[tuple[str, bool]]:

@@ -14,8 +14,7 @@ from postback.models import ApiKeyIn, BrandIn, PartnerIn, PartnerType
 from postback.services import accounts
 from postback.services.errors import NotFound
 from postback.services.health import health
-from postback.web.notifications import errors_of
-from postback.web.pages import Page, page, redirect
+from postback.web.pages import Page, errors_of, page, redirect, refusal_message
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
 
@@ -39,31 +38,31 @@ def overview(request: Request) -> Response:
     return _accounts(page(request, "operator"))
 
 
-@router.post("/brands")
-async def add_brand(request: Request) -> Response:
+async def _add(request: Request, kind: str, model: type[BrandIn] | type[PartnerIn],
+               fields: tuple[str, ...]) -> Response:
+    """Add a brand or a partner from its form; a refusal shows beside that form."""
     p = page(request, "operator")
     form = await p.form()
     try:
-        body = BrandIn.model_validate({"name": form.get("name", "").strip()})
+        body = model.model_validate({f: form.get(f, "").strip() for f in fields})
     except ValidationError as exc:
-        return _accounts(p, 422, errors={"brand": errors_of(exc)})
+        return _accounts(p, 422, errors={kind: errors_of(exc)})
     with request.app.state.db.begin() as conn:
-        accounts.create_brand(conn, body)
-    return redirect("/operator#brands")
+        if isinstance(body, PartnerIn):
+            accounts.create_partner(conn, body)
+        else:
+            accounts.create_brand(conn, body)
+    return redirect(f"/operator#{kind}s")
+
+
+@router.post("/brands")
+async def add_brand(request: Request) -> Response:
+    return await _add(request, "brand", BrandIn, ("name",))
 
 
 @router.post("/partners")
 async def add_partner(request: Request) -> Response:
-    p = page(request, "operator")
-    form = await p.form()
-    try:
-        body = PartnerIn.model_validate({"name": form.get("name", "").strip(),
-                                         "partner_type": form.get("partner_type", "")})
-    except ValidationError as exc:
-        return _accounts(p, 422, errors={"partner": errors_of(exc)})
-    with request.app.state.db.begin() as conn:
-        accounts.create_partner(conn, body)
-    return redirect("/operator#partners")
+    return await _add(request, "partner", PartnerIn, ("name", "partner_type"))
 
 
 @router.post("/keys")
@@ -77,9 +76,7 @@ async def issue_key(request: Request) -> Response:
         with request.app.state.db.begin() as conn:
             issued = accounts.issue_key(conn, body)
     except (ValidationError, NotFound) as exc:
-        message = str(exc) if isinstance(exc, NotFound) else "; ".join(
-            f"{k}: {v}" for k, v in errors_of(exc).items())
-        return _accounts(p, 422, errors={"key": {"form": message}})
+        return _accounts(p, 422, errors={"key": {"form": refusal_message(exc)}})
     return _accounts(p, issued=issued)
 
 

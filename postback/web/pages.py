@@ -18,10 +18,13 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
+from postback.core.lifecycle import RuleViolation
 from postback.db.engine import reader
 from postback.services.accounts import Role
+from postback.services.errors import Invalid, NotFound
 from postback.services.web_sessions import Session, find_session
 from postback.web.i18n import LANGUAGES, negotiate, translations
 
@@ -118,6 +121,47 @@ class Page:
             if isinstance(value, str):
                 out.setdefault(key, []).append(value)
         return out
+
+
+def errors_of(exc: Exception) -> dict[str, Any]:
+    """{field: message} (and the template problems, for highlighting) from a refusal."""
+    if isinstance(exc, ValidationError):
+        out: dict[str, Any] = {}
+        for err in exc.errors():
+            field = ".".join(str(x) for x in err.get("loc", ())) or "form"
+            message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
+            out.setdefault(field.split(".")[0], message)
+        return out
+    if isinstance(exc, Invalid):
+        out = {exc.field: exc.message}
+        problems = exc.extra.get("problems")
+        if isinstance(problems, list):
+            out["problems"] = problems
+        return out
+    if isinstance(exc, RuleViolation):
+        return {"form": exc.message}
+    raise exc
+
+
+def refusal_message(exc: Exception) -> str:
+    """A refusal in one line, for pages that show it above the form."""
+    if isinstance(exc, NotFound):
+        return str(exc)
+    if isinstance(exc, RuleViolation):
+        return exc.message
+    return "; ".join(f"{k}: {v}" for k, v in errors_of(exc).items() if k != "problems")
+
+
+def utc_input(text: str | None) -> datetime | None:
+    """A ``datetime-local`` field (taken as UTC) or an ISO timestamp; None when blank or
+    unreadable."""
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def redirect(to: str) -> RedirectResponse:
