@@ -113,12 +113,20 @@ def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTest
     return base, compiled, values, event_id
 
 
+def rendered(method: str, body_format: str, compiled: Compiled, values: dict[str, Value]
+             ) -> tuple[str, str | None, dict[str, str]]:
+    """The request a setting makes for these values: URL, body (POST only) and the
+    Content-Type it carries. Pure: the test tool and the editor's preview both show it."""
+    if method != "POST":
+        return compiled.url.render(values), None, {}
+    body = compiled.body.render(values) if compiled.body else None
+    return (compiled.url.render(values), body,
+            {"Content-Type": CONTENT_TYPES[BodyFormat(body_format)]})
+
+
 async def send_test(sender: Sender, setting: dict[str, Any], compiled: Compiled,
                     values: dict[str, Value], event_id: str) -> dict[str, Any]:
-    is_post = setting["method"] == "POST"
-    url = compiled.url.render(values)
-    body = compiled.body.render(values) if is_post and compiled.body else None
-    base = {"Content-Type": CONTENT_TYPES[BodyFormat(setting["body_format"])]} if is_post else {}
+    url, body, base = rendered(setting["method"], setting["body_format"], compiled, values)
     headers = outgoing_headers(sender.user_agent, event_id, {**base, **setting["headers"]},
                                setting["signing_keys"],
                                body.encode("utf-8") if body is not None else url.encode("utf-8"))

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, select
 
 from postback.core.lifecycle import RuleViolation
-from postback.core.render import CONTENT_TYPES, BodyFormat, TemplateError
+from postback.core.render import BodyFormat, TemplateError
 from postback.core.routing import EXTRA_TRIGGERS, LIFECYCLE
 from postback.db.engine import reader
 from postback.db.schema import delivery, notification_setting
@@ -336,11 +336,10 @@ async def preview(slug: str, request: Request) -> Response:
             {"field": x.field, "message": x.message, "token": x.token,
              "position": x.position, "suggestions": list(x.suggestions)}
             for x in exc.problems]})
-    values = test_tool.sample_values(slug, uuid7())
-    headers = {"Content-Type": CONTENT_TYPES[body_format]} if method == "POST" else {}
-    return JSONResponse({"request": {
-        "method": method, "url": compiled.url.render(values), "headers": headers,
-        "body": compiled.body.render(values) if method == "POST" and compiled.body else None}})
+    url, rendered_body, headers = test_tool.rendered(
+        method, body_format.value, compiled, test_tool.sample_values(slug, uuid7()))
+    return JSONResponse({"request": {"method": method, "url": url, "headers": headers,
+                                     "body": rendered_body}})
 
 
 @router.post("/{slug}/signing-secret/rotate")
