@@ -54,7 +54,7 @@ def test_a_body_past_what_is_stored_is_not_read_to_the_end(driver: type[Sender])
         started = time.monotonic()
         got = asyncio.run(go())
         assert got.status == 200 and got.error is None, got
-        assert got.body == "y" * MAX_STORED_BODY
+        assert got.body == b"y" * MAX_STORED_BODY
         assert time.monotonic() - started < 2.0  # not the 5 s time limit
     finally:
         server.close()

@@ -16,6 +16,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -337,10 +338,24 @@ delivery_attempt = Table(
     Column("request_headers", JSON, nullable=False),
     Column("status_code", Integer),
     Column("response_headers", JSON),
-    Column("response_body", Text),
+    Column("response_body", Text),  # readable: UTF-8 text, undecodable bytes and NUL replaced
+    Column("response_body_raw", LargeBinary),  # the exact bytes, only when not plain text
     Column("latency_ms", Float, nullable=False),
     Column("error_class", String(40)),
     Column("error_message", Text),
     Column("outcome", String(20), nullable=False),
     Column("worker", String(40)),
+)
+
+
+#: Every running engine worker and scheduler, with the database's time of its last
+#: heartbeat: work leased to a worker that stopped heartbeating is taken up by the others.
+worker = Table(
+    "worker", metadata,
+    Column("name", String(40), primary_key=True),
+    Column("kind", String(12), nullable=False),  # engine | scheduler
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
 )

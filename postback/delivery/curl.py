@@ -213,8 +213,8 @@ class CurlSender(Sender):
         if errno == 0 or (errno == pycurl.E_WRITE_ERROR and transfer.truncated):
             status = handle.getinfo(pycurl.RESPONSE_CODE)
             response = Response(status, _headers(transfer.headers),
-                                b"".join(transfer.body)[:MAX_STORED_BODY]
-                                .decode("utf-8", "replace"), _ms(transfer.started), None, None)
+                                b"".join(transfer.body)[:MAX_STORED_BODY],
+                                _ms(transfer.started), None, None)
         else:
             response = Response(None, None, None, _ms(transfer.started),
                                 *_failure(errno, message, transfer.refusal))

@@ -195,7 +195,7 @@ class Engine:
 
     def _result(self, job: queue.Job, started: datetime, headers: dict[str, str],
                 response: Response) -> queue.Result:
-        outcome, error = classify(response.status, response.error, response.body,
+        outcome, error = classify(response.status, response.error, response.text,
                                   job.success_response, job.error_response)
         message = response.message
         if error is ErrorClass.UNEXPECTED_RESPONSE:

@@ -17,6 +17,7 @@ from yarl import URL
 
 from postback.config import Settings
 from postback.core.addresses import AddressPolicy, literal_ip
+from postback.core.responses import readable_text
 from postback.core.retry import ErrorClass
 from postback.core.signing import SigningKey, signature_headers
 from postback.delivery.resolver import BlockedAddress, GuardedResolver
@@ -26,12 +27,19 @@ MAX_STORED_BODY = 20 * 1024
 
 @dataclass(frozen=True)
 class Response:
+    """One answer as received: ``body`` is the first ``MAX_STORED_BODY`` bytes, untouched."""
+
     status: int | None
     headers: dict[str, str] | None
-    body: str | None
+    body: bytes | None
     latency_ms: float
     error: ErrorClass | None
     message: str | None
+
+    @property
+    def text(self) -> str | None:
+        """The body as readable text (never raises)."""
+        return readable_text(self.body)
 
 
 def outgoing_headers(user_agent: str, event_id: str, headers: dict[str, str],
@@ -181,8 +189,7 @@ class AiohttpSender(Sender):
                                              allow_redirects=False,
                                              proxy=self.proxy) as resp:
                 raw = await resp.content.read(MAX_STORED_BODY)
-                return Response(resp.status, dict(resp.headers),
-                                raw.decode("utf-8", "replace"), _ms(started), None, None)
+                return Response(resp.status, dict(resp.headers), raw, _ms(started), None, None)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
             return Response(None, None, None, _ms(started), ErrorClass.TIMEOUT,
                             str(exc) or "no complete answer within the time limit")

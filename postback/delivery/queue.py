@@ -17,6 +17,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
 
+from postback.core.responses import stored_body
 from postback.core.signing import SigningKey, secret_key
 from postback.core.values import utc
 from postback.db.schema import delivery, delivery_attempt, notification_setting, rate_bucket
@@ -56,7 +57,7 @@ class Result:
     request_headers: dict[str, str]
     status_code: int | None
     response_headers: dict[str, str] | None
-    response_body: str | None
+    response_body: bytes | None
     latency_ms: float
     error_class: str | None
     error_message: str | None
@@ -286,7 +287,8 @@ class _Writes:
     JSON as text, times as UTC (naive ``YYYY-MM-DD HH:MM:SS.ffffff`` text on SQLite)."""
 
     ATTEMPT = ("delivery_id", "number", "started_at", "method", "url", "request_headers",
-               "status_code", "response_headers", "response_body", "latency_ms",
+               "status_code", "response_headers", "response_body", "response_body_raw",
+               "latency_ms",
                "error_class", "error_message", "outcome", "worker")
     JSON = frozenset({"request_headers", "response_headers"})
 
@@ -331,7 +333,8 @@ def record(engine: Engine, worker: str, results: Sequence[Result], now: datetime
             job.id, job.attempt, stamp(r.started_at), job.method, job.url,
             dumps(r.request_headers), r.status_code,
             None if r.response_headers is None else dumps(r.response_headers),
-            r.response_body, r.latency_ms, r.error_class, r.error_message, r.outcome, worker))
+            *stored_body(r.response_body), r.latency_ms, r.error_class, r.error_message,
+            r.outcome, worker))
         retry = r.outcome == "retry"
         finishes.append((
             _STATUS.get(r.outcome, "failed"), job.attempt,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, case, func, select, update
 
 from postback.core.lifecycle import RuleViolation
+from postback.core.responses import readable, readable_headers
 from postback.core.values import format_date
 from postback.db.engine import reader
 from postback.db.schema import delivery, delivery_attempt
@@ -36,7 +38,10 @@ def attempt_out(row: Any) -> dict[str, Any]:
         "number": row.number, "started_at": format_date(row.started_at),
         "request": {"method": row.method, "url": row.url, "headers": row.request_headers},
         "response": None if row.status_code is None else {
-            "status": row.status_code, "headers": row.response_headers, "body": row.response_body},
+            "status": row.status_code, "headers": readable_headers(row.response_headers),
+            "body": None if row.response_body is None else readable(row.response_body),
+            "body_base64": None if row.response_body_raw is None
+            else base64.b64encode(row.response_body_raw).decode("ascii")},
         "latency_ms": round(row.latency_ms, 3), "error_class": row.error_class,
         "error": row.error_message, "outcome": row.outcome,
     }

@@ -133,7 +133,7 @@ async def send_test(sender: Sender, setting: dict[str, Any], compiled: Compiled,
     started = datetime.now(UTC)
     response = await sender.send(setting["method"], url, headers,
                                  body.encode("utf-8") if body is not None else None)
-    outcome, error = classify(response.status, response.error, response.body,
+    outcome, error = classify(response.status, response.error, response.text,
                               setting["success_response"], setting["error_response"])
     location = (response.headers or {}).get("Location")
     return {
@@ -142,7 +142,7 @@ async def send_test(sender: Sender, setting: dict[str, Any], compiled: Compiled,
                                 for k, v in headers.items()},
                     "body": body},
         "response": None if response.status is None else {
-            "status": response.status, "headers": response.headers, "body": response.body},
+            "status": response.status, "headers": response.headers, "body": response.text},
         "sent_at": started.isoformat(),
         "latency_ms": round(response.latency_ms, 3),
         "outcome": outcome.value,
