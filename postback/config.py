@@ -22,6 +22,9 @@ class Settings:
     connect_timeout: float = 5.0
     total_timeout: float = 15.0
     lease_seconds: float = 120.0
+    #: how often each worker proves it is alive; one silent for 4 heartbeats is presumed
+    #: dead and the others take up its work
+    heartbeat_seconds: float = 2.0
     claim_batch: int = 500
     max_in_flight: int = 512
     endpoint_concurrency: int = 32
@@ -103,6 +106,7 @@ class Settings:
             connect_timeout=num("POSTBACK_CONNECT_TIMEOUT", cls.connect_timeout),
             total_timeout=num("POSTBACK_TOTAL_TIMEOUT", cls.total_timeout),
             lease_seconds=num("POSTBACK_LEASE_SECONDS", cls.lease_seconds),
+            heartbeat_seconds=num("POSTBACK_HEARTBEAT_SECONDS", cls.heartbeat_seconds),
             claim_batch=int(num("POSTBACK_CLAIM_BATCH", cls.claim_batch)),
             max_in_flight=int(num("POSTBACK_MAX_IN_FLIGHT", cls.max_in_flight)),
             endpoint_concurrency=int(num("POSTBACK_ENDPOINT_CONCURRENCY",
