@@ -37,6 +37,9 @@ class ErrorClass(StrEnum):
     UNEXPECTED_RESPONSE = "unexpected_response"
     BLOCKED = "blocked_address"
     EXHAUSTED = "retries_exhausted"
+    #: a failure on our side (a bug, a stored value that does not read): retried on the
+    #: schedule like any failure, so it is bounded
+    INTERNAL = "internal"
 
 
 def classify(status: int | None, error: ErrorClass | None, body: str | None = None,
