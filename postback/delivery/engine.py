@@ -30,7 +30,7 @@ from sqlalchemy import Engine as DbEngine
 from postback.config import Settings
 from postback.core.diagnosis import diagnose
 from postback.core.retry import ErrorClass, Outcome, classify, parse_retry_after
-from postback.db.wakeup import libpq_url, listen
+from postback.db import wakeup
 from postback.delivery import queue
 from postback.delivery.http import Response, Sender, outgoing_headers
 from postback.services.notification_settings import MASK
@@ -92,8 +92,8 @@ class Engine:
         async with Sender.from_settings(s, s.max_in_flight) as sender:
             self._sender = sender
             flusher = asyncio.create_task(self._flush_loop())
-            pg = libpq_url(s.database_url)
-            listener = asyncio.create_task(listen(pg, self._wakeup.set)) if pg else None
+            wakeups = wakeup.listener(s.database_url, self._wakeup.set)
+            listener = asyncio.create_task(wakeups)
             try:
                 await self._claim_loop()
             finally:
