@@ -1,4 +1,5 @@
-"""The FastAPI application: routes, error handling, health."""
+"""The FastAPI application: routes, error handling, liveness (``/healthz``) and readiness
+(``/readyz``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from collections.abc import Callable
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from postback import __version__
@@ -25,11 +26,14 @@ from postback.api import (
 )
 from postback.api.limits import BodyLimit
 from postback.config import Settings
-from postback.db.engine import reader
+from postback.services.health import Readiness
 from postback.web import install as install_web
 
 
-def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None = None) -> FastAPI:
+def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None = None,
+               readiness: Readiness | None = None) -> FastAPI:
+    """The API and the web app over ``db``. ``wake`` is called after every commit that
+    creates due deliveries (thread-safe; ``db.wakeup.waker`` across processes)."""
     app = FastAPI(
         docs_url=None,
         redoc_url=None,
@@ -41,6 +45,8 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
     app.state.settings = settings
     app.state.db = db
     app.state.wake = wake or (lambda: None)
+    ready = readiness or Readiness(db, settings.heartbeat_seconds)
+    app.state.readiness = ready
     errors.install(app)
     app.add_middleware(BodyLimit)
     for module in (accounts, programs, catalog, actions, inquiries, notifications,
@@ -64,10 +70,22 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
         return {"postbacks": list(settings.egress_ranges)}
 
     @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        with reader(db).connect() as conn:
-            conn.execute(text("SELECT 1"))
+    async def healthz() -> dict[str, str]:
+        """Liveness: the API process answers (nothing else is asked, not even the database;
+        see ``/readyz``)."""
         return {"status": "ok", "version": __version__}
+
+    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
+    def readyz() -> JSONResponse:
+        """Readiness: 200 when the database answers, its schema is current, and a delivery
+        engine and the scheduler are alive (a heartbeat within the last few); 503
+        otherwise. Each component says why in plain words."""
+        components = ready.check()
+        ok = all(c.ok for c in components.values())
+        return JSONResponse(status_code=200 if ok else 503, content={
+            "status": "ready" if ok else "not_ready",
+            "components": {name: {"ok": c.ok, "detail": c.detail}
+                           for name, c in components.items()}})
 
     install_web(app)
     return app
