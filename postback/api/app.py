@@ -1,5 +1,9 @@
 """The FastAPI application: routes, error handling, liveness (``/healthz``) and readiness
-(``/readyz``)."""
+(``/readyz``).
+
+Every route handler that touches the database, DNS or the network is a plain ``def``, which
+FastAPI runs on its thread pool, so no request ever holds up the event loop (and with it
+every other request); the test tool sends on its own bounded lane (``lane.py``)."""
 
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from postback.api import (
     notifications,
     programs,
 )
+from postback.api.lane import TestLane
 from postback.api.limits import BodyLimit
 from postback.config import Settings
 from postback.services.health import Readiness
@@ -45,6 +50,7 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
     app.state.settings = settings
     app.state.db = db
     app.state.wake = wake or (lambda: None)
+    app.state.test_lane = TestLane()
     ready = readiness or Readiness(db, settings.heartbeat_seconds)
     app.state.readiness = ready
     errors.install(app)

@@ -53,6 +53,6 @@ def list_mine(request: Request, who: Partner) -> dict[str, Any]:
 
 
 @router.post("/brand-postbacks/{setting_id}/test")
-async def test(setting_id: IdPath, body: SettingTestIn, request: Request,
-               who: Partner) -> dict[str, Any]:
-    return await run_test(request, _id(who), LIFECYCLE, body, ("brand", setting_id))
+def test(setting_id: IdPath, body: SettingTestIn, request: Request,
+         who: Partner) -> dict[str, Any]:
+    return run_test(request, _id(who), LIFECYCLE, body, ("brand", setting_id))

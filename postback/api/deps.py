@@ -53,7 +53,8 @@ def read(request: Request) -> AbstractContextManager[Connection]:
 
 
 def wake(request: Request) -> None:
-    """Tell this process's delivery engine that new deliveries were committed."""
+    """Tell the delivery engines that new deliveries were committed (in every process:
+    ``db.wakeup``)."""
     request.app.state.wake()
 
 

@@ -15,7 +15,8 @@ from postback.core.lifecycle import RuleViolation
 from postback.services.errors import Invalid, NotFound
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-          405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid"}
+          405: "method_not_allowed", 409: "conflict", 413: "too_large", 422: "invalid",
+          429: "too_many_requests"}
 
 
 def _field(loc: tuple[Any, ...]) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from postback.api.deps import IdPath, Partner, read, write
-from postback.delivery.http import Sender
+from postback.api.lane import Busy, TestLane
 from postback.models import EventLevelSettingIn, NotificationSettingIn, RotateIn, SettingTestIn
 from postback.services import notification_settings as ns
 from postback.services import test_tool
@@ -61,28 +60,29 @@ def delete_event_level(setting_id: IdPath, request: Request, who: Partner) -> Re
     return Response(status_code=204)
 
 
-async def run_test(request: Request, partner_id: int, slug: str, body: SettingTestIn,
-                   scoped: tuple[str, int] | None = None) -> dict[str, Any]:
-    """Prepare (in a thread: it reads the database) and send one test postback."""
-
-    def prepare() -> Any:
-        with read(request) as conn:
-            saved = ns.scoped_setting(conn, partner_id, *scoped) if scoped else None
-            return test_tool.prepare(conn, partner_id, slug, body,
-                                     request.app.state.settings.sealer, saved)
-
-    setting, compiled, values, event_id = await run_in_threadpool(prepare)
-    s = request.app.state.settings
-    async with Sender.from_settings(s, 1) as sender:
-        return await test_tool.send_test(sender, setting, compiled, values, event_id)
+def run_test(request: Request, partner_id: int, slug: str, body: SettingTestIn,
+             scoped: tuple[str, int] | None = None) -> dict[str, Any]:
+    """Prepare and send one test postback, on the test tool's own lane (429 when it is
+    full). Called on a request thread: it reads the database and waits for the answer."""
+    settings = request.app.state.settings
+    with read(request) as conn:
+        saved = ns.scoped_setting(conn, partner_id, *scoped) if scoped else None
+        setting, compiled, values, event_id = test_tool.prepare(
+            conn, partner_id, slug, body, settings.sealer, saved)
+    lane: TestLane = request.app.state.test_lane
+    try:
+        return lane.send(settings, setting, compiled, values, event_id)
+    except Busy as exc:
+        raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from None
 
 
 @router.post("/{slug}/test")
-async def test_setting(slug: str, body: SettingTestIn, request: Request,
-                       who: Partner) -> dict[str, Any]:
+def test_setting(slug: str, body: SettingTestIn, request: Request,
+                 who: Partner) -> dict[str, Any]:
     """Render the saved setting (with any overrides) with sample values, or with one of
-    your actions (``sample_id``), send it as production would, and explain the result."""
-    return await run_test(request, _id(who), slug, body)
+    your actions (``sample_id``), send it as production would, and explain the result.
+    A few tests at a time per server: over that, 429 (test again in a few seconds)."""
+    return run_test(request, _id(who), slug, body)
 
 
 @router.post("/{slug}/signing-secret/rotate")
@@ -99,3 +99,11 @@ def delete_setting(slug: str, request: Request, who: Partner) -> Response:
     with write(request) as conn:
         ns.delete_setting(conn, _id(who), slug)
     return Response(status_code=204)
+
+
+@router.post("/{slug}/held/discard")
+def discard_held(slug: str, request: Request, who: Partner) -> dict[str, int]:
+    """Give up the deliveries this setting holds while it is off (``status: held``): they
+    end as failed (``last_error: discarded``) and stay readable and resendable."""
+    with write(request) as conn:
+        return ns.discard_held(conn, _id(who), slug)

@@ -27,7 +27,7 @@ def install(app: FastAPI) -> None:
         return sign_in_redirect(exc.path)
 
     @app.exception_handler(Forbidden)
-    async def forbidden(request: Request, exc: Forbidden) -> Response:
+    def forbidden(request: Request, exc: Forbidden) -> Response:  # reads the session: a thread
         try:
             p = page(request)  # signed in: keep the navigation
         except (SignInRequired, Forbidden):

@@ -22,6 +22,7 @@ from postback.web.pages import (
     CSRF_FIELD,
     LANG_COOKIE,
     SESSION_COOKIE,
+    Form,
     anonymous,
     page,
     redirect,
@@ -62,14 +63,14 @@ def signin_form(request: Request, next: str = "/") -> Response:
 
 
 @router.post("/signin")
-async def signin(request: Request) -> Response:
+def signin(request: Request, sent: Form) -> Response:
     p = anonymous(request)
-    form = await request.form()
+    form = sent.fields
     key = str(form.get("api_key", "")).strip()
-    sent = str(form.get(CSRF_FIELD, ""))
+    token_sent = str(form.get(CSRF_FIELD, ""))
     expected = request.cookies.get(SIGNIN_COOKIE, "")
     target = safe_next(str(form.get("next", "/")))
-    if not expected or not hmac.compare_digest(sent, expected):
+    if not expected or not hmac.compare_digest(token_sent, expected):
         error = p.gettext("This form has expired: sign in again.")
     elif not key:
         error = p.gettext("Enter your API key.")
@@ -91,9 +92,9 @@ async def signin(request: Request) -> Response:
 
 
 @router.post("/signout")
-async def signout(request: Request) -> Response:
+def signout(request: Request, sent: Form) -> Response:
     p = page(request)
-    await p.form()
+    p.form(sent)
     token = request.cookies.get(SESSION_COOKIE, "")
     with request.app.state.db.begin() as conn:
         close_session(conn, token)

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
 from sqlalchemy import select
-from starlette.datastructures import UploadFile
 
 from postback.core.inquiries import REJECT_REASONS
 from postback.core.lifecycle import REASON_CODES, ClearingRule, LockingRule, RuleViolation
@@ -35,7 +34,7 @@ from postback.models import (
 from postback.services import catalog, inquiries, ledger, programs
 from postback.services import notification_settings as ns
 from postback.services.errors import Invalid, NotFound
-from postback.web.pages import Forbidden, Page, page, redirect, refusal_message
+from postback.web.pages import Forbidden, Form, Page, page, redirect, refusal_message
 
 router = APIRouter(prefix="/brand", include_in_schema=False)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -64,9 +63,9 @@ def overview(request: Request) -> Response:
 
 
 @router.post("/programs")
-async def add_program(request: Request) -> Response:
+def add_program(request: Request, sent: Form) -> Response:
     p = page(request, "brand")
-    form = await p.form()
+    form = p.form(sent)
     try:
         body = ProgramIn.model_validate({"name": form.get("name", "").strip(),
                                          "currency": form.get("currency", "").strip().upper()})
@@ -78,9 +77,9 @@ async def add_program(request: Request) -> Response:
 
 
 @router.post("/programs/{program_id}/event-types")
-async def add_event_type(program_id: int, request: Request) -> Response:
+def add_event_type(program_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
-    form = await p.form()
+    form = p.form(sent)
     try:
         body = EventTypeIn.model_validate({"name": form.get("name", "").strip(),
                                            "action_type": form.get("action_type", "").strip()})
@@ -92,10 +91,10 @@ async def add_event_type(program_id: int, request: Request) -> Response:
 
 
 @router.post("/programs/{program_id}/contracts")
-async def put_contract(program_id: int, request: Request) -> Response:
+def put_contract(program_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
-    await p.form()
-    lists = await p.form_lists()
+    p.form(sent)
+    lists = sent.lists
     one = {k: v[0] for k, v in lists.items()}
     try:
         body = ContractIn.model_validate({
@@ -131,9 +130,9 @@ def actions(request: Request) -> Response:
 
 
 @router.post("/actions")
-async def report(request: Request) -> Response:
+def report(request: Request, sent: Form) -> Response:
     p = page(request, "brand")
-    form = await p.form()
+    form = p.form(sent)
     program_id, _, event_type_id = form.get("event_type", "").partition(":")
     try:
         body = ActionIn.model_validate({
@@ -151,9 +150,9 @@ async def report(request: Request) -> Response:
 
 
 @router.post("/actions/{action_id}/{change}")
-async def change(action_id: int, change: str, request: Request) -> Response:
+def change(action_id: int, change: str, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
-    form = await p.form()
+    form = p.form(sent)
     now = datetime.now(UTC)
     try:
         with request.app.state.db.begin() as conn:
@@ -200,9 +199,9 @@ def _item(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.post("/catalog/{program_id}/items")
-async def put_item(program_id: int, request: Request) -> Response:
+def put_item(program_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
-    form = await p.form()
+    form = p.form(sent)
     item_id = form.pop("item_id", "").strip()
     try:
         if not item_id:
@@ -230,19 +229,19 @@ def parse_items(name: str, data: bytes) -> list[dict[str, Any]]:
 
 
 @router.post("/catalog/{program_id}/upload")
-async def upload(program_id: int, request: Request) -> Response:
+def upload(program_id: int, request: Request, sent: Form) -> Response:
     """A CSV or JSON file of up to 10,000 items, upserted all or nothing; with "remove
     missing" the catalog becomes exactly the file. A bad row is named by its number."""
     p = page(request, "brand")
-    form = await p.form()
-    sent = (await request.form()).get("file")
-    if not isinstance(sent, UploadFile) or not sent.filename:
+    form = p.form(sent)
+    upload = sent.files.get("file")
+    if upload is None or not upload.filename:
         return _catalog(p, program_id, 422, error=p.gettext("Choose a CSV or JSON file."))
-    data = await sent.read(MAX_UPLOAD_BYTES + 1)
+    data = upload.file.read(MAX_UPLOAD_BYTES + 1)  # on this request's thread
     try:
         if len(data) > MAX_UPLOAD_BYTES:
             raise Invalid("file", "is over 20 MB; split it")
-        rows = parse_items(sent.filename, data)
+        rows = parse_items(upload.filename, data)
         try:
             body = CatalogBulkIn.model_validate({"items": rows,
                                                  "remove_missing": "remove_missing" in form})
@@ -281,9 +280,9 @@ def inquiry_list(request: Request) -> Response:
 
 
 @router.post("/inquiries/{inquiry_id}/resolve")
-async def resolve(inquiry_id: int, request: Request) -> Response:
+def resolve(inquiry_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
-    form = await p.form()
+    form = p.form(sent)
     declined = form.get("resolution_status") == "DECLINED"
     try:
         body = ResolveIn.model_validate({
@@ -315,9 +314,9 @@ def postbacks(request: Request) -> Response:
 
 
 @router.post("/postbacks")
-async def add_postback(request: Request) -> Response:
+def add_postback(request: Request, sent: Form) -> Response:
     p = page(request, "brand")
-    form = await p.form()
+    form = p.form(sent)
     config = request.app.state.settings
     try:
         body = BrandPostbackIn.model_validate({
@@ -335,9 +334,9 @@ async def add_postback(request: Request) -> Response:
 
 
 @router.post("/postbacks/{partner_id}/{setting_id}/delete")
-async def delete_postback(partner_id: int, setting_id: int, request: Request) -> Response:
+def delete_postback(partner_id: int, setting_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
-    await p.form()
+    p.form(sent)
     try:
         with request.app.state.db.begin() as conn:
             ns.delete_scoped(conn, partner_id, "brand", setting_id, brand_id=p.account_id)

@@ -17,7 +17,7 @@ from postback.services import deliveries as service
 from postback.services import notification_settings as ns
 from postback.services.errors import NotFound
 from postback.web.chart import hourly_svg
-from postback.web.pages import Forbidden, page, redirect, utc_input
+from postback.web.pages import Forbidden, Form, page, redirect, utc_input
 
 router = APIRouter(prefix="/partner/deliveries", include_in_schema=False)
 STATUSES = ("pending", "succeeded", "failed")
@@ -71,9 +71,9 @@ def delivery(delivery_id: int, request: Request) -> Response:
 
 
 @router.post("/{delivery_id}/resend")
-async def resend(delivery_id: int, request: Request) -> Response:
+def resend(delivery_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "partner")
-    await p.form()
+    p.form(sent)
     try:
         with request.app.state.db.begin() as conn:
             found: dict[str, Any] = service.resend_delivery(conn, p.account_id, delivery_id,
@@ -88,9 +88,9 @@ async def resend(delivery_id: int, request: Request) -> Response:
 
 
 @router.post("/recover")
-async def recover(request: Request) -> Response:
+def recover(request: Request, sent: Form) -> Response:
     p = page(request, "partner")
-    form = await p.form()
+    form = p.form(sent)
     since = utc_input(form.get("since"))
     if since is None:
         raise Forbidden(p.gettext("Choose the time to recover failed deliveries from."))

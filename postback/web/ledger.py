@@ -15,7 +15,7 @@ from postback.models import InquiryIn
 from postback.services import inquiries, ledger, programs
 from postback.services import notification_settings as ns
 from postback.services.errors import Invalid, NotFound
-from postback.web.pages import Forbidden, Page, errors_of, page, redirect, utc_input
+from postback.web.pages import Forbidden, Form, Page, errors_of, page, redirect, utc_input
 
 router = APIRouter(prefix="/partner", include_in_schema=False)
 ACTION_STATUSES = ("PENDING", "APPROVED", "REVERSED")
@@ -55,9 +55,9 @@ def inquiry_list(request: Request) -> Response:
 
 
 @router.post("/inquiries")
-async def create_inquiry(request: Request) -> Response:
+def create_inquiry(request: Request, sent: Form) -> Response:
     p = page(request, "partner")
-    form = await p.form()
+    form = p.form(sent)
     try:
         body = InquiryIn.model_validate({
             "program_id": form.get("program_id"), "inquiry_type": form.get("inquiry_type"),
@@ -79,9 +79,9 @@ async def create_inquiry(request: Request) -> Response:
 
 
 @router.post("/inquiries/{inquiry_id}/close")
-async def close_inquiry(inquiry_id: int, request: Request) -> Response:
+def close_inquiry(inquiry_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "partner")
-    await p.form()
+    p.form(sent)
     try:
         with request.app.state.db.begin() as conn:
             inquiries.close_inquiry(conn, p.account_id, inquiry_id, datetime.now(UTC))

@@ -16,12 +16,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import Connection, select
 
+from postback.api.lane import Busy, TestLane
 from postback.core.lifecycle import RuleViolation
 from postback.core.render import BodyFormat, TemplateError
 from postback.core.routing import EXTRA_TRIGGERS, LIFECYCLE
 from postback.db.engine import reader
 from postback.db.schema import delivery, notification_setting
-from postback.delivery.http import Sender
 from postback.models import EventLevelSettingIn, NotificationSettingIn, SettingTestIn
 from postback.services import notification_settings as ns
 from postback.services import programs, test_tool
@@ -29,7 +29,10 @@ from postback.services.errors import Invalid, NotFound
 from postback.services.ids import uuid7
 from postback.web.pages import (
     Forbidden,
+    Form,
+    JsonBody,
     Page,
+    Posted,
     errors_of,
     page,
     redirect,
@@ -77,10 +80,10 @@ def overview(request: Request) -> Response:
 # -- event-level postbacks ---------------------------------------------------------------
 
 @router.post("/event-level")
-async def add_event_level(request: Request) -> Response:
+def add_event_level(request: Request, sent: Form) -> Response:
     p = page(request, "partner")
-    form = await p.form()
-    values = _posted(form, await p.form_lists())
+    form = p.form(sent)
+    values = _posted(form, sent.lists)
     program_id, _, event_type_id = form.get("event_type", "").partition(":")
     config = request.app.state.settings
     try:
@@ -95,9 +98,9 @@ async def add_event_level(request: Request) -> Response:
 
 
 @router.post("/event-level/{setting_id}/delete")
-async def delete_event_level(setting_id: int, request: Request) -> Response:
+def delete_event_level(setting_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "partner")
-    await p.form()
+    p.form(sent)
     try:
         with request.app.state.db.begin() as conn:
             ns.delete_scoped(conn, p.account_id, "event_level", setting_id)
@@ -107,10 +110,10 @@ async def delete_event_level(setting_id: int, request: Request) -> Response:
 
 
 @router.post("/scoped/{setting_id}/test")
-async def test_scoped(setting_id: int, request: Request) -> Response:
+def test_scoped(setting_id: int, request: Request, sent: Form) -> Response:
     """Test an event-level or brand-created postback as saved, with sample values."""
     p = page(request, "partner")
-    await p.form()
+    p.form(sent)
     config = request.app.state.settings
     try:
         with reader(request.app.state.db).begin() as conn:
@@ -125,8 +128,10 @@ async def test_scoped(setting_id: int, request: Request) -> Response:
     except (Invalid, RuleViolation, NotFound) as exc:
         raise Forbidden(getattr(exc, "message", str(exc)),
                         404 if isinstance(exc, NotFound) else 403) from None
-    async with Sender.from_settings(config, 1) as sender:
-        result = await test_tool.send_test(sender, setting, compiled, sample, event_id)
+    try:
+        result = _lane(request).send(config, setting, compiled, sample, event_id)
+    except Busy as exc:
+        raise Forbidden(str(exc), 429) from None
     return p.render("partner/test_result.html", result=result, setting=ns.setting_out(row))
 
 
@@ -254,21 +259,28 @@ def _refused(p: Page, slug: str, values: dict[str, Any], exc: Exception,
                  saved_exists=saved_exists)
 
 
-async def _sent_form(request: Request, slug: str) -> tuple[Page, dict[str, Any], Any]:
+def _lane(request: Request) -> TestLane:
+    """The test tool's own lane (``api/lane.py``): a few tests at a time, never the
+    delivery engine's capacity."""
+    lane: TestLane = request.app.state.test_lane
+    return lane
+
+
+def _sent_form(request: Request, sent: Posted, slug: str) -> tuple[Page, dict[str, Any], Any]:
     """A posted edit form: the page (session and CSRF checked), the form's values as sent,
     and the saved setting (or None)."""
     p = page(request, "partner")
     _type_or_404(p, slug)
-    form = await p.form()
-    values = _posted(form, await p.form_lists())
+    form = p.form(sent)
+    values = _posted(form, sent.lists)
     with reader(request.app.state.db).begin() as conn:
         saved = _saved(conn, p.account_id, slug)
     return p, values, saved
 
 
 @router.post("/{slug}")
-async def save(slug: str, request: Request) -> Response:
-    p, values, saved = await _sent_form(request, slug)
+def save(slug: str, request: Request, sent: Form) -> Response:
+    p, values, saved = _sent_form(request, sent, slug)
     db = request.app.state.db
     config = request.app.state.settings
     try:
@@ -285,9 +297,9 @@ async def save(slug: str, request: Request) -> Response:
 
 
 @router.post("/{slug}/test")
-async def test(slug: str, request: Request) -> Response:
+def test(slug: str, request: Request, sent: Form) -> Response:
     """Send the form as it stands (saved or not) with sample values, and show the result."""
-    p, values, saved = await _sent_form(request, slug)
+    p, values, saved = _sent_form(request, sent, slug)
     config = request.app.state.settings
     try:
         overrides = SettingTestIn.model_validate({
@@ -299,13 +311,16 @@ async def test(slug: str, request: Request) -> Response:
                 conn, p.account_id, slug, overrides, config.sealer)
     except (ValidationError, Invalid, RuleViolation) as exc:
         return _refused(p, slug, values, exc, saved is not None)
-    async with Sender.from_settings(config, 1) as sender:
-        result = await test_tool.send_test(sender, setting, compiled, sample, event_id)
+    try:
+        result = _lane(request).send(config, setting, compiled, sample, event_id)
+    except Busy as exc:
+        return _edit(p, slug, values, status=429, errors={"form": str(exc)},
+                     saved_exists=saved is not None)
     return _edit(p, slug, values, result=result, saved_exists=saved is not None)
 
 
 @router.post("/{slug}/preview")
-async def preview(slug: str, request: Request) -> Response:
+def preview(slug: str, request: Request, data: JsonBody) -> Response:
     """The exact request for sample values, as the form stands (JSON, for the live
     preview); the CSRF token comes in the ``X-CSRF-Token`` header."""
     p = page(request, "partner")
@@ -315,11 +330,7 @@ async def preview(slug: str, request: Request) -> Response:
     kind = ns.TYPES.get(slug)
     if kind is None:
         return JSONResponse({"error": "unknown type"}, status_code=404)
-    try:
-        data = await request.json()
-    except ValueError:
-        data = None
-    if not isinstance(data, dict):
+    if not isinstance(data, dict):  # NOT_JSON included
         return JSONResponse({"error": "send a JSON object: url, method, body_format, body"},
                             status_code=400)
     method = "POST" if data.get("method") == "POST" else "GET"
@@ -343,10 +354,10 @@ async def preview(slug: str, request: Request) -> Response:
 
 
 @router.post("/{slug}/signing-secret/rotate")
-async def rotate(slug: str, request: Request) -> Response:
+def rotate(slug: str, request: Request, sent: Form) -> Response:
     p = page(request, "partner")
     _type_or_404(p, slug)
-    await p.form()
+    p.form(sent)
     config = request.app.state.settings
     try:
         with request.app.state.db.begin() as conn:

@@ -14,7 +14,7 @@ from postback.models import ApiKeyIn, BrandIn, PartnerIn, PartnerType
 from postback.services import accounts
 from postback.services.errors import NotFound
 from postback.services.health import health
-from postback.web.pages import Page, errors_of, page, redirect, refusal_message
+from postback.web.pages import Form, Page, errors_of, page, redirect, refusal_message
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
 
@@ -38,11 +38,11 @@ def overview(request: Request) -> Response:
     return _accounts(page(request, "operator"))
 
 
-async def _add(request: Request, kind: str, model: type[BrandIn] | type[PartnerIn],
-               fields: tuple[str, ...]) -> Response:
+def _add(request: Request, sent: Form, kind: str, model: type[BrandIn] | type[PartnerIn],
+         fields: tuple[str, ...]) -> Response:
     """Add a brand or a partner from its form; a refusal shows beside that form."""
     p = page(request, "operator")
-    form = await p.form()
+    form = p.form(sent)
     try:
         body = model.model_validate({f: form.get(f, "").strip() for f in fields})
     except ValidationError as exc:
@@ -56,20 +56,20 @@ async def _add(request: Request, kind: str, model: type[BrandIn] | type[PartnerI
 
 
 @router.post("/brands")
-async def add_brand(request: Request) -> Response:
-    return await _add(request, "brand", BrandIn, ("name",))
+def add_brand(request: Request, sent: Form) -> Response:
+    return _add(request, sent, "brand", BrandIn, ("name",))
 
 
 @router.post("/partners")
-async def add_partner(request: Request) -> Response:
-    return await _add(request, "partner", PartnerIn, ("name", "partner_type"))
+def add_partner(request: Request, sent: Form) -> Response:
+    return _add(request, sent, "partner", PartnerIn, ("name", "partner_type"))
 
 
 @router.post("/keys")
-async def issue_key(request: Request) -> Response:
+def issue_key(request: Request, sent: Form) -> Response:
     """Issue a key and show it on this one page: it is never shown again."""
     p = page(request, "operator")
-    form = await p.form()
+    form = p.form(sent)
     try:
         body = ApiKeyIn.model_validate({"account_type": form.get("account_type"),
                                         "account_id": form.get("account_id")})
@@ -81,9 +81,9 @@ async def issue_key(request: Request) -> Response:
 
 
 @router.post("/keys/{key_id}/revoke")
-async def revoke_key(key_id: int, request: Request) -> Response:
+def revoke_key(key_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "operator")
-    await p.form()
+    p.form(sent)
     try:
         with request.app.state.db.begin() as conn:
             accounts.revoke_key(conn, key_id)

@@ -3,6 +3,11 @@ cookie, CSRF checks, and the response headers that keep pages to themselves.
 
 A page handler gets a :class:`Page` (request, session, language) and returns
 ``page.render(template, **context)``. Pages without a live session redirect to sign-in.
+
+Handlers are plain ``def`` functions: FastAPI runs them on its thread pool, so a page's
+database reads, writes and save-time DNS lookups never hold up the event loop (nor with it
+every other request). What must be awaited, reading a posted form or JSON body, is done
+before the handler runs, by the :data:`Form` and :data:`JsonBody` dependencies.
 """
 
 from __future__ import annotations
@@ -12,14 +17,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 from sqlalchemy import Engine
+from starlette.datastructures import UploadFile
 
 from postback.core.lifecycle import RuleViolation
 from postback.db.engine import reader
@@ -102,25 +108,58 @@ class Page:
             path=self.request.url.path, **context)
         return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
 
-    async def form(self) -> dict[str, str]:
-        """The posted form, after checking its CSRF token against the session's."""
-        data = await self.request.form()
-        fields = {k: v for k, v in data.multi_items() if isinstance(v, str)}
-        sent = fields.pop(CSRF_FIELD, "")
-        if self.session is None or not hmac.compare_digest(sent, self.session.csrf_token):
+    def form(self, sent: Posted) -> dict[str, str]:
+        """The posted form (the last value of each field), after checking its CSRF token
+        against the session's."""
+        fields = dict(sent.fields)
+        token = fields.pop(CSRF_FIELD, "")
+        if self.session is None or not hmac.compare_digest(token, self.session.csrf_token):
             raise Forbidden(self.gettext("This form has expired or did not come from this "
                                          "site: reload the page and send it again."))
         return fields
 
-    async def form_lists(self) -> dict[str, list[str]]:
-        """Every value of every field (for repeated fields such as header rows); the CSRF
-        token must have been checked with :meth:`form` first."""
-        data = await self.request.form()
-        out: dict[str, list[str]] = {}
-        for key, value in data.multi_items():
-            if isinstance(value, str):
-                out.setdefault(key, []).append(value)
-        return out
+
+@dataclass(frozen=True)
+class Posted:
+    """A posted form, as read from the request: each text field's last value, every value
+    of every field (for repeated fields such as header rows), and the files."""
+
+    fields: dict[str, str]
+    lists: dict[str, list[str]]
+    files: dict[str, UploadFile]
+
+
+async def posted(request: Request) -> Posted:
+    data = await request.form()
+    fields: dict[str, str] = {}
+    lists: dict[str, list[str]] = {}
+    files: dict[str, UploadFile] = {}
+    for key, value in data.multi_items():
+        if isinstance(value, str):
+            fields[key] = value
+            lists.setdefault(key, []).append(value)
+        elif isinstance(value, UploadFile):
+            files.setdefault(key, value)
+    return Posted(fields, lists, files)
+
+
+#: a handler's posted form, read (awaited) before the handler runs on its thread
+Form = Annotated[Posted, Depends(posted)]
+
+#: a request body that is not JSON
+NOT_JSON = object()
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON body, or :data:`NOT_JSON`."""
+    try:
+        return await request.json()
+    except ValueError:
+        return NOT_JSON
+
+
+#: a handler's JSON body (or NOT_JSON), read before the handler runs on its thread
+JsonBody = Annotated[Any, Depends(json_body)]
 
 
 def errors_of(exc: Exception) -> dict[str, Any]:
