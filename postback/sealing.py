@@ -15,6 +15,8 @@ from pathlib import Path
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 PREFIX = "enc1:"
+#: what a secret value reads as, everywhere it is shown (reads, attempt logs, test results)
+MASK = "********"
 
 
 class SealError(ValueError):

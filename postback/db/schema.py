@@ -319,6 +319,9 @@ delivery = Table(
     Column("failures", Integer, nullable=False),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("lease_owner", String(40)),
+    # claims since the last recorded attempt: a delivery whose result is never recorded
+    # (it crashes its worker, or its write fails) is stopped after a few, not sent forever
+    Column("open_claims", Integer, nullable=False, server_default="0"),
     Column("last_status_code", Integer),
     Column("last_error", String(40)),
     Column("created_at", UTCDateTime, nullable=False),

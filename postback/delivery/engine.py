@@ -8,6 +8,10 @@
   has room for (anything over, should it happen, is handed back at once), so a slow or dead
   partner holds a bounded share of the worker and never delays the others.
 * Results are written in batches (``queue.record``): one transaction per batch of attempts.
+* Liveness (``liveness``): a heartbeat every ``heartbeat_seconds`` proves the worker alive,
+  takes up the work of workers that stopped, renews the leases of what this worker still
+  holds, and reads the database's clock, which every time here is taken from. A worker
+  that cannot heartbeat sends nothing more (others are about to take its work).
 * Wake-ups: ``wake()`` (thread-safe) when the API commits new deliveries in this process;
   LISTEN/NOTIFY on PostgreSQL for commits anywhere; otherwise a poll every
   ``poll_interval`` seconds.
@@ -18,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -31,9 +34,11 @@ from postback.config import Settings
 from postback.core.diagnosis import diagnose
 from postback.core.retry import ErrorClass, Outcome, classify, parse_retry_after
 from postback.db import wakeup
-from postback.delivery import queue
+from postback.db.clock import STALE_HEARTBEATS
+from postback.delivery import liveness, queue
+from postback.delivery.drivers import sender_for
 from postback.delivery.http import Response, Sender, outgoing_headers
-from postback.services.notification_settings import MASK
+from postback.sealing import MASK
 
 log = logging.getLogger("postback.engine")
 FLUSH_SIZE = 256
@@ -51,7 +56,7 @@ class _Endpoint:
 
 
 def worker_id() -> str:
-    return f"{socket.gethostname()[:24]}:{os.getpid()}"
+    return liveness.worker_name("engine")
 
 
 class Engine:
@@ -69,6 +74,18 @@ class Engine:
         self._tasks: set[asyncio.Task[None]] = set()
         self._disable = queue.DisablePolicy(settings.disable_after_hours,
                                             settings.disable_after_failures)
+        #: the database's clock minus ours, measured at each heartbeat
+        self._offset = timedelta(0)
+        self._started_at = datetime.now(UTC)
+        #: when the last heartbeat succeeded (monotonic), and each held job's lease end
+        self._last_beat = time.monotonic()
+        self._leases: dict[int, datetime] = {}
+        self._dropped: set[int] = set()
+        self._beaten = False
+
+    def now(self) -> datetime:
+        """The database's time, as of the last heartbeat's reading."""
+        return datetime.now(UTC) + self._offset
 
     # -- control ----------------------------------------------------------------------
 
@@ -89,8 +106,10 @@ class Engine:
         self._wakeup = asyncio.Event()
         self._flush_now = asyncio.Event()
         s = self.settings
-        async with Sender.from_settings(s, s.max_in_flight) as sender:
+        async with sender_for(s, s.max_in_flight) as sender:
             self._sender = sender
+            await self._beat()  # known alive, and on the database's clock, before claiming
+            beater = asyncio.create_task(self._heartbeat_loop())
             flusher = asyncio.create_task(self._flush_loop())
             wakeups = wakeup.listener(s.database_url, self._wakeup.set)
             listener = asyncio.create_task(wakeups)
@@ -102,6 +121,8 @@ class Engine:
                 await self._drain()
                 flusher.cancel()
                 await self._flush()
+                beater.cancel()
+                await self._leave()
 
     async def _claim_loop(self) -> None:
         assert self._wakeup is not None
@@ -114,14 +135,20 @@ class Engine:
             if free >= min(s.claim_batch, s.max_in_flight) // 4 or self._held == 0:
                 limit = min(free, s.claim_batch)
                 try:
+                    now = self.now()
                     claimed = await asyncio.to_thread(
-                        queue.claim, self.db, self.name, limit, datetime.now(UTC),
+                        queue.claim, self.db, self.name, limit, now,
                         s.lease_seconds, self._room(), 2 * s.endpoint_concurrency, s.sealer)
                 except Exception:
                     log.exception("claim failed; retrying in 1 s")
                     await asyncio.sleep(1)
                     continue
-                got = len(claimed.jobs)
+                got = len(claimed.jobs) + len(claimed.broken)
+                for broken in claimed.broken:
+                    self._results.append(self._broken(broken))
+                lease_end = now + timedelta(seconds=s.lease_seconds)
+                for job in claimed.jobs:
+                    self._leases[job.id] = lease_end
                 if claimed.wake_in is not None:  # rate-limited work comes due soon
                     self._loop_call_later(max(0.05, claimed.wake_in))
                 await self._dispatch(claimed.jobs)
@@ -153,9 +180,11 @@ class Engine:
             else:
                 ep.waiting.append(job)
         if surplus:
+            for job_id in surplus:
+                self._leases.pop(job_id, None)
             try:
                 await asyncio.to_thread(queue.release, self.db, self.name, surplus,
-                                        datetime.now(UTC))
+                                        self.now())
             except Exception:  # they come back when their lease runs out
                 log.exception("release failed")
 
@@ -168,19 +197,23 @@ class Engine:
     async def _send(self, ep: _Endpoint, job: queue.Job) -> None:
         headers = outgoing_headers(self.settings.user_agent, job.event_id, job.headers,
                                    job.signing_keys, job.signed_content)
-        started = datetime.now(UTC)
+        started = self.now()
         try:
             response = await self._sender.send(job.method, job.url, headers, job.body)
             self._results.append(self._result(job, started, headers, response))
-        except Exception:  # a bug, not a partner's failure: the lease brings it back
-            log.exception("delivery %s: unexpected error; it is retried when its lease ends",
-                          job.id)
+        except Exception as exc:  # a bug, not a partner's failure: an attempt all the same
+            log.exception("delivery %s: unexpected error while sending", job.id)
+            self._results.append(self._failure(
+                job, started, ErrorClass.INTERNAL,
+                f"internal error while sending ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
+                "this is a bug in postback, not the partner's fault", headers))
         finally:
             low = self.settings.endpoint_concurrency  # half of what an endpoint may hold
             ep.active -= 1
             self._held -= 1
-            if ep.waiting and not self._stopping:
-                self._start(ep, ep.waiting.popleft())
+            self._leases.pop(job.id, None)
+            self._start_next(ep)
             if ep.held == 0:
                 self._endpoints.pop(job.setting_id, None)
             if len(self._results) >= FLUSH_SIZE and self._flush_now is not None:
@@ -192,6 +225,42 @@ class Engine:
             if self._wakeup is not None and (
                     ep.held == low - 1 or self._held == self.settings.max_in_flight // 2):
                 self._wakeup.set()
+
+    def _start_next(self, ep: _Endpoint) -> None:
+        """Start the endpoint's next waiting job, skipping any whose setting was turned
+        off meanwhile; none while this worker cannot heartbeat (the others are about to
+        take up what it holds) or is stopping."""
+        while ep.waiting and not self._stopping:
+            job = ep.waiting.popleft()
+            if job.id in self._dropped or not self._alive():
+                self._dropped.discard(job.id)
+                self._leases.pop(job.id, None)
+                self._held -= 1
+                continue
+            self._start(ep, job)
+            return
+
+    def _alive(self) -> bool:
+        silent = time.monotonic() - self._last_beat
+        return silent < (STALE_HEARTBEATS - 1) * self.settings.heartbeat_seconds
+
+    def _failure(self, job: queue.Job, started: datetime, error: ErrorClass, message: str,
+                 headers: dict[str, str] | None = None, permanent: bool = False
+                 ) -> queue.Result:
+        """An attempt that got no answer because of us (not the partner): recorded and
+        retried on the schedule like any failure, so it can never go on forever."""
+        response = Response(None, None, None, 0.0, error, message)
+        if permanent:
+            return queue.Result(
+                job=job, started_at=started, request_headers={}, status_code=None,
+                response_headers=None, response_body=None, latency_ms=0.0,
+                error_class=error.value, error_message=message,
+                outcome=Outcome.PERMANENT.value, next_attempt_at=None)
+        return self._result(job, started, headers or {}, response)
+
+    def _broken(self, broken: queue.Broken) -> queue.Result:
+        return self._failure(broken.job, self.now(), ErrorClass.INTERNAL, broken.reason,
+                             permanent=broken.permanent)
 
     def _result(self, job: queue.Job, started: datetime, headers: dict[str, str],
                 response: Response) -> queue.Result:
@@ -212,7 +281,7 @@ class Engine:
                 message = f"retries exhausted after {job.attempt} attempts" + (
                     f"; last: {message}" if message else "")
             else:
-                next_at = datetime.now(UTC) + timedelta(seconds=delay)
+                next_at = self.now() + timedelta(seconds=delay)
         return queue.Result(
             job=job, started_at=started,
             request_headers={k: (MASK if k in job.secret_headers else v)
@@ -237,13 +306,71 @@ class Engine:
         while self._results:
             batch, self._results = self._results, []
             try:
-                await asyncio.to_thread(queue.record, self.db, self.name, batch,
-                                        datetime.now(UTC), self._disable)
-                return
+                unwritten = await asyncio.to_thread(
+                    queue.record_isolating, self.db, self.name, batch, self.now(),
+                    self._disable)
             except Exception:
-                log.exception("recording %d attempts failed; retrying in 1 s", len(batch))
-                self._results = batch + self._results
-                await asyncio.sleep(1)
+                log.exception("recording %d attempts failed", len(batch))
+                unwritten = batch
+            if not unwritten:
+                return
+            log.warning("the database did not answer; %d attempts wait to be recorded "
+                        "(trying again in 1 s)", len(unwritten))
+            self._results = unwritten + self._results
+            await asyncio.sleep(1)
+
+    # -- liveness ---------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            await self._beat()
+
+    async def _beat(self) -> None:
+        s = self.settings
+        soon = self.now() + timedelta(seconds=2 * s.heartbeat_seconds + 1)
+        renew = [job_id for job_id, end in self._leases.items() if end <= soon]
+        watch = [job.id for ep in self._endpoints.values() for job in ep.waiting]
+        asked = time.monotonic()
+        try:
+            beat = await asyncio.to_thread(
+                liveness.heartbeat, self.db, self.name, "engine", self._started_at,
+                s.heartbeat_seconds, s.lease_seconds, renew, watch)
+        except Exception:
+            log.exception("heartbeat failed; retrying in %g s", s.heartbeat_seconds)
+            return
+        answered = time.monotonic()
+        self._last_beat = answered
+        first, self._beaten = not self._beaten, True
+        # the database's time was read about halfway through the round trip
+        self._offset = beat.now - (datetime.now(UTC) - timedelta(
+            seconds=(answered - asked) / 2))
+        lease_end = beat.now + timedelta(seconds=s.lease_seconds)
+        for job_id in renew:
+            if job_id in self._leases:
+                self._leases[job_id] = lease_end
+        if not beat.known and not first:
+            log.warning("this worker had been presumed dead (no heartbeat for %g s): what "
+                        "it held was handed to others", STALE_HEARTBEATS * s.heartbeat_seconds)
+            self._dropped.update(watch)
+        if beat.held:
+            self._dropped.update(beat.held)
+            try:
+                await asyncio.to_thread(queue.release, self.db, self.name, beat.held,
+                                        self.now())
+            except Exception:
+                log.exception("release of held deliveries failed")
+        if beat.reclaimed:
+            log.warning("took up %d deliveries from workers that stopped heartbeating",
+                        beat.reclaimed)
+            if self._wakeup is not None:
+                self._wakeup.set()
+
+    async def _leave(self) -> None:
+        try:
+            await asyncio.to_thread(liveness.leave, self.db, self.name)
+        except Exception:
+            log.exception("could not remove this worker's heartbeat row")
 
     async def _drain(self) -> None:
         """On stop: hand back what waits, let what is on the wire finish."""
@@ -254,7 +381,7 @@ class Engine:
         if waiting:
             try:
                 await asyncio.to_thread(queue.release, self.db, self.name, waiting,
-                                        datetime.now(UTC))
+                                        self.now())
             except Exception:
                 log.exception("release on stop failed; leases will run out")
         if self._tasks:

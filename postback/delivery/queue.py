@@ -1,17 +1,24 @@
 """The database side of the engine: claim due deliveries under a lease, record results.
 
-A claim moves ``next_attempt_at`` to the end of the lease and stamps the worker's id; a
-worker that dies simply lets the lease run out and the delivery becomes due again, which
-is what makes delivery at-least-once without any other bookkeeping. On PostgreSQL the
-claim uses ``FOR UPDATE SKIP LOCKED`` so any number of workers share the table; on SQLite
-the claim is one write transaction.
+A claim moves ``next_attempt_at`` to the end of the lease and stamps the worker's name; a
+worker that dies lets its leases go, to be taken up by the others as soon as it stops
+heartbeating (``liveness``) or, at the latest, when the lease runs out. That is what makes
+delivery at-least-once. On PostgreSQL the claim uses ``FOR UPDATE SKIP LOCKED`` so any
+number of workers share the table; on SQLite the claim is one write transaction.
+
+Every row is untrusted: one that cannot become a request (a secret that will not open, a
+value that does not read) fails alone (``Claim.broken``); a batch of results whose write
+fails is split until the result that fails it is found, which alone is recorded as failed
+(``record_isolating``); a delivery claimed again and again without a recorded result (it
+kills its worker, say) is stopped after ``MAX_OPEN_CLAIMS``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -66,10 +73,25 @@ class Result:
 
 
 @dataclass(frozen=True)
+class Broken:
+    """A claimed delivery that cannot be sent: it fails alone, recorded like an attempt."""
+
+    job: Job
+    reason: str
+    permanent: bool
+
+
+@dataclass(frozen=True)
 class Claim:
     jobs: list[Job]
     #: seconds until deliveries held back by a Maximum Requests per second come due
     wake_in: float | None = None
+    broken: list[Broken] = field(default_factory=list)
+
+
+#: claims without a recorded attempt after which a delivery is stopped (each such claim
+#: ended with its worker dead or its result unwritable; it may have been sent each time)
+MAX_OPEN_CLAIMS = 5
 
 
 def bucket_capacity(rate: float) -> float:
@@ -125,6 +147,7 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
     ones are written, so a busy endpoint costs no writes for what it cannot take now.
     Endpoints with a Maximum Requests per second get only what their shared bucket allows;
     the rest is handed back at once, spaced at the endpoint's rate, with no attempt charged.
+    Held deliveries (``status = 'held'``: their setting is off) are never claimed.
     """
     room = room or {}
     full = [key for key, free in room.items() if free <= 0]
@@ -140,10 +163,12 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
         chosen = _choose(conn.execute(candidates).all(), limit, room, default_room)
         rows = sorted(conn.execute(
             update(delivery).where(delivery.c.id.in_(chosen))
-            .values(lease_owner=worker, next_attempt_at=now + timedelta(seconds=lease_seconds))
+            .values(lease_owner=worker, next_attempt_at=now + timedelta(seconds=lease_seconds),
+                    open_claims=delivery.c.open_claims + 1)
             .returning(delivery.c.id, delivery.c.event_id, delivery.c.setting_id,
                        delivery.c.method, delivery.c.url, delivery.c.headers, delivery.c.body,
-                       delivery.c.attempt_count, delivery.c.failures)).all(),
+                       delivery.c.attempt_count, delivery.c.failures,
+                       delivery.c.open_claims)).all(),
             key=lambda r: r.id) if chosen else []
         setting_ids = {r.setting_id for r in rows if r.setting_id is not None}
         settings: dict[int, Any] = {}
@@ -173,19 +198,59 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
             held_ids = {h["b_id"] for h in held}
             rows = [r for r in rows if r.id not in held_ids]
     # what depends only on the setting (opened headers, decoded keys) is resolved once
-    resolved = {sid: _resolve(setting, sealer, now) for sid, setting in settings.items()}
-    none = _Resolved({}, None, None, ())
-    jobs = []
+    resolved: dict[int, _Resolved | str] = {}
+    for sid, setting in settings.items():
+        try:
+            resolved[sid] = _resolve(setting, sealer, now)
+        except Exception as exc:  # a sealed value this server's key cannot open
+            resolved[sid] = _unopenable(exc)
+    jobs: list[Job] = []
+    broken: list[Broken] = []
     for r in rows:
-        res = resolved.get(r.setting_id, none) if r.setting_id is not None else none
-        jobs.append(Job(
-            id=r.id, event_id=r.event_id, setting_id=r.setting_id, method=r.method, url=r.url,
-            headers={**r.headers, **res.headers}, secret_headers=frozenset(res.headers),
-            success_response=res.success_response, error_response=res.error_response,
-            body=r.body.encode("utf-8") if r.body is not None else None,
-            attempt=r.attempt_count + 1, failures=r.failures, signing_keys=res.keys,
-        ))
-    return Claim(jobs, wake_in)
+        res = resolved.get(r.setting_id, _NONE) if r.setting_id is not None else _NONE
+        try:
+            job = _job(r, res if isinstance(res, _Resolved) else _NONE)
+        except Exception as exc:  # a row that does not read: it fails alone
+            broken.append(Broken(_skeleton(r), f"this delivery's stored request cannot be "
+                                 f"read ({type(exc).__name__}); it was not sent", True))
+            continue
+        if r.open_claims > MAX_OPEN_CLAIMS:
+            broken.append(Broken(job, (
+                f"stopped after {r.open_claims - 1} tries whose result was never recorded "
+                "(each ended with its worker stopping, or the result could not be written); "
+                "it may have reached the partner: check before you resend it"), True))
+        elif isinstance(res, str):
+            broken.append(Broken(job, res, False))
+        else:
+            jobs.append(job)
+    return Claim(jobs, wake_in, broken)
+
+
+def _job(r: Any, res: _Resolved) -> Job:
+    if not isinstance(r.headers, dict) or not isinstance(r.body, str | None):
+        raise TypeError("headers or body of the wrong type")
+    return Job(
+        id=r.id, event_id=r.event_id, setting_id=r.setting_id, method=r.method, url=r.url,
+        headers={**r.headers, **res.headers}, secret_headers=frozenset(res.headers),
+        success_response=res.success_response, error_response=res.error_response,
+        body=r.body.encode("utf-8") if r.body is not None else None,
+        attempt=r.attempt_count + 1, failures=r.failures, signing_keys=res.keys,
+    )
+
+
+def _skeleton(r: Any) -> Job:
+    """Enough of a row that does not read to record its failure."""
+    return Job(id=r.id, event_id=str(r.event_id), setting_id=r.setting_id,
+               method=str(r.method), url=str(r.url), headers={}, secret_headers=frozenset(),
+               success_response=None, body=None, attempt=int(r.attempt_count or 0) + 1,
+               failures=int(r.failures or 0))
+
+
+def _unopenable(exc: Exception) -> str:
+    return ("this postback's signing secret or a custom header value cannot be opened with "
+            "this server's POSTBACK_SECRET_KEY "
+            f"({type(exc).__name__}); nothing was sent. Give every worker the key that "
+            "sealed it, or save the setting again to enter the header values anew")
 
 
 @dataclass(frozen=True)
@@ -194,6 +259,9 @@ class _Resolved:
     success_response: str | None
     error_response: str | None
     keys: tuple[SigningKey, ...]
+
+
+_NONE = _Resolved({}, None, None, ())
 
 
 def _resolve(setting: Any, sealer: Sealer | None, now: datetime) -> _Resolved:
@@ -218,17 +286,20 @@ def signing_keys(secret: str | None, previous: str | None, previous_expires: dat
 
 
 _hold = (update(delivery).where(delivery.c.id == bindparam("b_id"))
-         .values(lease_owner=None, next_attempt_at=bindparam("b_next")))
+         .values(lease_owner=None, next_attempt_at=bindparam("b_next"),
+                 open_claims=delivery.c.open_claims - 1))
 
 
 def release(engine: Engine, worker: str, ids: Sequence[int], now: datetime) -> None:
-    """Hand claimed but unsent deliveries back, due at once (no attempt is charged)."""
+    """Hand claimed but unsent deliveries back, due at once (no attempt is charged, and
+    the claim does not count; a held one stays held)."""
     if not ids:
         return
     with engine.begin() as conn:
         conn.execute(update(delivery).where(delivery.c.id.in_(ids),
                                             delivery.c.lease_owner == worker)
-                     .values(lease_owner=None, next_attempt_at=now))
+                     .values(lease_owner=None, next_attempt_at=now,
+                             open_claims=delivery.c.open_claims - 1))
 
 
 @dataclass(frozen=True)
@@ -268,7 +339,7 @@ def _endpoint_health(conn: Connection, results: Sequence[Result], now: datetime,
         return
     conn.execute(_failing, failing)
     cutoff = now - timedelta(hours=policy.hours)
-    conn.execute(update(notification_setting).where(
+    disabled = conn.execute(update(notification_setting).where(
         notification_setting.c.id.in_([f["b_id"] for f in failing]),
         notification_setting.c.disabled_at.is_(None),
         notification_setting.c.failing_since <= cutoff,
@@ -276,7 +347,41 @@ def _endpoint_health(conn: Connection, results: Sequence[Result], now: datetime,
     ).values(disabled_at=now, disabled_reason=(
         f"disabled automatically: every delivery failed for {policy.hours:g} hours "
         f"({policy.failures} or more failures in a row); fix the endpoint, then save the "
-        "setting again to re-enable it")))
+        "setting again to re-enable it")).returning(notification_setting.c.id)).scalars().all()
+    hold(conn, disabled)
+
+
+def hold(conn: Connection, setting_ids: Sequence[int]) -> int:
+    """A setting was turned off (by its partner or automatically): from this commit its
+    queued deliveries are held, never claimed. One on the wire right now keeps its lease
+    and is recorded when it returns; a retry it earns stays held."""
+    if not setting_ids:
+        return 0
+    return conn.execute(update(delivery).where(
+        delivery.c.setting_id.in_(setting_ids), delivery.c.status == "pending")
+        .values(status="held")).rowcount
+
+
+def resume(conn: Connection, setting_ids: Sequence[int], now: datetime) -> int:
+    """A setting was turned back on: its held deliveries are due at once (one still leased
+    by a worker sending it comes back when that worker records it or its lease ends)."""
+    if not setting_ids:
+        return 0
+    base = update(delivery).where(delivery.c.setting_id.in_(setting_ids),
+                                  delivery.c.status == "held")
+    n = conn.execute(base.where(delivery.c.lease_owner.is_(None))
+                     .values(status="pending", next_attempt_at=now, open_claims=0)).rowcount
+    return n + conn.execute(base.values(status="pending")).rowcount
+
+
+def discard_held(conn: Connection, setting_ids: Sequence[int], now: datetime) -> int:
+    """The partner gives up a turned-off setting's held deliveries: they end as failed."""
+    if not setting_ids:
+        return 0
+    return conn.execute(update(delivery).where(
+        delivery.c.setting_id.in_(setting_ids), delivery.c.status == "held")
+        .values(status="failed", last_error="discarded", completed_at=now,
+                lease_owner=None)).rowcount
 
 
 class _Writes:
@@ -299,10 +404,13 @@ class _Writes:
                            for c in self.ATTEMPT)
         self.insert_attempts = (f"INSERT INTO delivery_attempt ({', '.join(self.ATTEMPT)}) "
                                 f"VALUES ({values})")
-        self.finish = (f"UPDATE delivery SET status = {mark}, attempt_count = {mark}, "
-                       f"failures = {mark}, next_attempt_at = {mark}, lease_owner = NULL, "
-                       f"last_status_code = {mark}, last_error = {mark}, "
-                       f"completed_at = {mark} WHERE id = {mark} AND lease_owner = {mark}")
+        # a retry earned by a delivery whose setting was turned off meanwhile stays held
+        self.finish = (f"UPDATE delivery SET status = CASE WHEN status = 'held' AND "
+                       f"{mark} = 'pending' THEN 'held' ELSE {mark} END, "
+                       f"attempt_count = {mark}, failures = {mark}, next_attempt_at = {mark}, "
+                       f"lease_owner = NULL, open_claims = 0, last_status_code = {mark}, "
+                       f"last_error = {mark}, completed_at = {mark} "
+                       f"WHERE id = {mark} AND lease_owner = {mark}")
 
     def time(self, value: datetime | None) -> Any:
         if value is None or not self.sqlite:
@@ -312,6 +420,7 @@ class _Writes:
 
 # the column list is ours, so a schema change that it misses fails at import, not quietly
 assert set(_Writes.ATTEMPT) == {c.name for c in delivery_attempt.columns} - {"id"}
+log = logging.getLogger("postback.engine")
 _WRITES = {name: _Writes(name) for name in ("sqlite", "postgresql")}
 _STATUS = {"success": "succeeded", "retry": "pending"}
 
@@ -336,8 +445,9 @@ def record(engine: Engine, worker: str, results: Sequence[Result], now: datetime
             *stored_body(r.response_body), r.latency_ms, r.error_class, r.error_message,
             r.outcome, worker))
         retry = r.outcome == "retry"
+        status = _STATUS.get(r.outcome, "failed")
         finishes.append((
-            _STATUS.get(r.outcome, "failed"), job.attempt,
+            status, status, job.attempt,
             job.failures + (0 if r.outcome == "success" else 1),
             stamp(r.next_attempt_at) if r.next_attempt_at is not None else done_at,
             r.status_code, r.error_class, None if retry else done_at, job.id, worker))
@@ -345,3 +455,76 @@ def record(engine: Engine, worker: str, results: Sequence[Result], now: datetime
         conn.exec_driver_sql(writes.insert_attempts, attempts)
         conn.exec_driver_sql(writes.finish, finishes)
         _endpoint_health(conn, results, now, policy or DisablePolicy())
+
+
+def record_isolating(engine: Engine, worker: str, results: Sequence[Result], now: datetime,
+                     policy: DisablePolicy | None = None) -> list[Result]:
+    """``record``, where no result can fail the others: a batch whose write fails (and the
+    database still answers) is split until the result that fails it is found, and that
+    one delivery alone is recorded as failed with the reason. Returns what could not be
+    written because the database did not answer, to be tried again."""
+    if not results:
+        return []
+    try:
+        record(engine, worker, results, now, policy)
+        return []
+    except Exception as exc:
+        if not _answers(engine):
+            return list(results)
+        if len(results) == 1:
+            log.error("delivery %s: its attempt could not be recorded: %s",
+                      results[0].job.id, _first_line(exc))
+            return _record_unstorable(engine, worker, results[0], now, exc)
+    half = len(results) // 2
+    return (record_isolating(engine, worker, results[:half], now, policy)
+            + record_isolating(engine, worker, results[half:], now, policy))
+
+
+def _answers(engine: Engine) -> bool:
+    try:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        return True
+    except Exception:
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    """What went wrong, without the statement and its parameters (which hold the response
+    and the request)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = (str(cause).strip().splitlines() or [""])[0][:300]
+    return f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+
+
+def _record_unstorable(engine: Engine, worker: str, result: Result, now: datetime,
+                       exc: BaseException) -> list[Result]:
+    """The attempt, without what could not be stored, as a failure a person can act on."""
+    status = result.status_code
+    answered = (f"the partner's server answered HTTP {status}" if status is not None
+                else f"the attempt ended with {result.error_class or 'no answer'}")
+    plain = Result(
+        job=result.job, started_at=result.started_at, request_headers={},
+        status_code=None, response_headers=None, response_body=None,
+        latency_ms=result.latency_ms, error_class="internal",
+        error_message=(f"this attempt's result could not be stored ({_first_line(exc)}); "
+                       f"{answered}. It is marked failed so that it is not sent again "
+                       "unnoticed: resend it once the cause is fixed"),
+        outcome="permanent_failure", next_attempt_at=None)
+    try:
+        record(engine, worker, [plain], now)
+        return []
+    except Exception as again:
+        if not _answers(engine):
+            return [result]
+        log.error("delivery %s: not even its failure could be recorded (%s); marking it "
+                  "failed", result.job.id, _first_line(again))
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(delivery).where(delivery.c.id == result.job.id).values(
+                status="failed", last_error="internal", completed_at=now, lease_owner=None,
+                open_claims=0))
+    except Exception:
+        log.exception("delivery %s: could not be marked failed; its claim count stops it",
+                      result.job.id)
+    return []

@@ -13,7 +13,7 @@ from postback.core.lifecycle import RuleViolation
 from postback.core.responses import readable, readable_headers
 from postback.core.values import format_date
 from postback.db.engine import reader
-from postback.db.schema import delivery, delivery_attempt
+from postback.db.schema import delivery, delivery_attempt, notification_setting
 from postback.db.wakeup import notify_due
 from postback.services.errors import NotFound
 from postback.services.paging import page
@@ -22,7 +22,8 @@ from postback.services.paging import page
 def delivery_out(row: Any) -> dict[str, Any]:
     return {
         "id": row.id, "event_id": row.event_id, "type": row.notification_type,
-        "trigger": row.trigger, "status": row.status, "action_id": row.action_id,
+        "trigger": row.trigger, "status": row.status, "held_reason": None,
+        "setting_id": row.setting_id, "action_id": row.action_id,
         "request": {"method": row.method, "url": row.url, "headers": row.headers,
                     "body": row.body},
         "attempt_count": row.attempt_count,
@@ -62,7 +63,23 @@ def list_deliveries(conn: Connection, partner_id: int, *, status: str | None = N
         query = query.where(delivery.c.created_at >= since)
     if until is not None:
         query = query.where(delivery.c.created_at < until)
-    return page(conn, query, delivery, cursor, limit, delivery_out)
+    out = page(conn, query, delivery, cursor, limit, delivery_out)
+    _held_reasons(conn, out["items"])
+    return out
+
+
+def _held_reasons(conn: Connection, items: list[dict[str, Any]]) -> None:
+    """Why each held delivery waits: its setting is off (by whom, and why)."""
+    held = {item["setting_id"] for item in items if item["status"] == "held"}
+    if not held:
+        return
+    reasons = {row.id: row.disabled_reason or "the partner turned this postback off"
+               for row in conn.execute(select(
+                   notification_setting.c.id, notification_setting.c.disabled_reason)
+                   .where(notification_setting.c.id.in_(held)))}
+    for item in items:
+        if item["status"] == "held":
+            item["held_reason"] = reasons.get(item["setting_id"], "its setting is off")
 
 
 def last_latencies(conn: Connection, delivery_ids: list[int]) -> dict[int, float]:
@@ -106,6 +123,7 @@ def get_delivery(conn: Connection, partner_id: int, delivery_id: int) -> dict[st
     if row is None:
         raise NotFound("delivery")
     out = delivery_out(row)
+    _held_reasons(conn, [out])
     out["attempts"] = [attempt_out(a) for a in conn.execute(
         select(delivery_attempt).where(delivery_attempt.c.delivery_id == delivery_id)
         .order_by(delivery_attempt.c.number, delivery_attempt.c.id))]
@@ -120,12 +138,19 @@ def resend_delivery(conn: Connection, partner_id: int, delivery_id: int,
         .with_for_update()).first()
     if row is None:
         raise NotFound("delivery")
+    if row.status == "held":
+        raise RuleViolation("delivery_held", "this delivery is held because its postback is "
+                            "turned off; turn it on to send it, or discard what it holds", 409)
     if row.status == "pending" and row.lease_owner is not None and row.next_attempt_at > now:
         raise RuleViolation("delivery_in_flight", "this delivery is being sent right now; "
                             "read it again in a moment")
+    off = row.setting_id is not None and conn.execute(select(notification_setting.c.id).where(
+        notification_setting.c.id == row.setting_id,
+        (notification_setting.c.enabled.is_(False))
+        | notification_setting.c.disabled_at.is_not(None))).first() is not None
     conn.execute(update(delivery).where(delivery.c.id == delivery_id).values(
-        status="pending", failures=0, next_attempt_at=now, lease_owner=None,
-        completed_at=None))
+        status="held" if off else "pending", failures=0, next_attempt_at=now,
+        lease_owner=None, open_claims=0, completed_at=None))
     notify_due(conn)
     return get_delivery(conn, partner_id, delivery_id)
 

@@ -36,11 +36,12 @@ from postback.db.schema import (
     partner,
     program,
 )
+from postback.db.wakeup import notify_due
+from postback.delivery import queue
 from postback.delivery.resolver import vet_host_now
 from postback.models import BrandPostbackIn, EventLevelSettingIn, NotificationSettingIn
+from postback.sealing import MASK
 from postback.services.errors import Invalid, NotFound
-
-MASK = "********"
 
 
 @dataclass(frozen=True)
@@ -266,11 +267,18 @@ def put_setting(conn: Connection, partner_id: int, slug: str, body: Notification
     now = datetime.now(UTC)
     values = setting_values(slug, body, now, config)
     where = _global(partner_id, slug)
-    existing = conn.execute(select(notification_setting.c.signing_secret)
+    existing = conn.execute(select(notification_setting.c.id,
+                                   notification_setting.c.signing_secret)
                             .where(*where)).first()
     revealed = _signing(values, body, existing.signing_secret if existing else None, config)
     if existing is not None:
         conn.execute(update(notification_setting).where(*where).values(**values))
+        # off means off from this commit; on again, what was held goes out
+        if body.enabled:
+            if queue.resume(conn, [existing.id], now):
+                notify_due(conn)
+        else:
+            queue.hold(conn, [existing.id])
     else:
         conn.execute(insert(notification_setting).values(
             partner_id=partner_id, type=slug, created_at=now, **values))
@@ -328,9 +336,20 @@ def delete_setting(conn: Connection, partner_id: int, slug: str) -> None:
     _delete(conn, setting_id)
 
 
+def discard_held(conn: Connection, partner_id: int, slug: str) -> dict[str, int]:
+    """Give up what a turned-off setting holds: its held deliveries end as failed
+    (``discarded``), still readable and resendable one by one."""
+    notification_type(slug)
+    setting_id = conn.execute(select(notification_setting.c.id)
+                              .where(*_global(partner_id, slug))).scalar()
+    if setting_id is None:
+        raise NotFound("event notification setting")
+    return {"discarded": queue.discard_held(conn, [setting_id], datetime.now(UTC))}
+
+
 def _delete(conn: Connection, setting_id: int) -> None:
     conn.execute(update(delivery).where(delivery.c.setting_id == setting_id,
-                                        delivery.c.status == "pending")
+                                        delivery.c.status.in_(("pending", "held")))
                  .values(status="failed", last_error="setting_deleted", lease_owner=None,
                          completed_at=datetime.now(UTC)))
     conn.execute(delete(notification_setting).where(notification_setting.c.id == setting_id))

@@ -1,4 +1,4 @@
-"""worker liveness and raw response bodies
+"""worker liveness, raw response bodies, claims without a recorded attempt
 
 Revision ID: 0007
 Revises: 0006
@@ -32,8 +32,11 @@ def upgrade() -> None:
     # a nullable column added at the end: no table rebuild, on SQLite either
     op.add_column("delivery_attempt", sa.Column("response_body_raw", sa.LargeBinary(),
                                                 nullable=True))
+    op.add_column("delivery", sa.Column("open_claims", sa.Integer(), nullable=False,
+                                        server_default="0"))
 
 
 def downgrade() -> None:
+    op.drop_column("delivery", "open_claims")
     op.drop_column("delivery_attempt", "response_body_raw")
     op.drop_table("worker")
