@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from datetime import UTC, datetime
@@ -23,13 +24,30 @@ def _timestamp(text: str) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="postback", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("serve", help="API + scheduler + delivery workers in one process")
+    s = sub.add_parser("serve", help="everything, one command: the API, delivery workers "
+                                     "and the scheduler as supervised processes")
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--workers", type=_count, default=os.cpu_count() or 1,
+                   help="delivery engine processes (default: one per CPU)")
+    a = sub.add_parser("api", help="the API and the web app alone")
+    a.add_argument("--host", default="127.0.0.1")
+    a.add_argument("--port", type=int, default=8000)
     sub.add_parser("worker", help="a delivery worker (share one database with many)")
+    sub.add_parser("scheduler", help="locking, clearing and auto-approval as they come due")
     sub.add_parser("migrate", help="create or upgrade the database schema")
     lc = sub.add_parser("lifecycle", help="action lifecycle jobs")
     lc_sub = lc.add_subparsers(dest="lifecycle_command", required=True)
@@ -74,9 +92,16 @@ def _stop_before_start(signum: int, _frame: object) -> None:
     raise SystemExit(0)
 
 
+#: the commands that run until stopped (serve, and the processes it supervises)
+LONG_RUNNING = ("serve", "api", "worker", "scheduler")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command in ("serve", "worker"):
+    if args.command in LONG_RUNNING:
+        from postback.supervisor import die_with_parent
+
+        die_with_parent()  # a child of serve goes when serve goes
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, _stop_before_start)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -104,9 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     from postback import runner
 
     if args.command == "serve":
-        asyncio.run(runner.serve(settings, args.host, args.port))
+        return runner.serve(settings, args.host, args.port, args.workers)
+    if args.command == "api":
+        asyncio.run(runner.api(settings, args.host, args.port))
     elif args.command == "worker":
         asyncio.run(runner.work(settings))
+    elif args.command == "scheduler":
+        asyncio.run(runner.schedule(settings))
     elif args.command == "migrate":
         from postback.db.migrate import upgrade
 

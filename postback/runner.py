@@ -1,12 +1,25 @@
-"""Process composition: ``serve`` runs API + scheduler + delivery engine in one event loop;
-``worker`` runs the engine alone."""
+"""Process composition: each part of the service is a process of its own.
+
+* ``api``: the API and the web app (uvicorn); the only process that listens on a port.
+* ``worker``: a delivery engine (run several: on one SQLite file, or on PostgreSQL from any
+  number of machines).
+* ``scheduler``: locking, clearing and inquiry auto-approval when their dates come.
+* ``serve``: the one-command default: migrations, the sealing key and the operator token
+  once, then a supervisor (``supervisor.py``) runs ``api``, N ``worker`` and
+  ``scheduler`` as child processes and keeps them running.
+
+Heavy imports (uvicorn and the web app, the delivery engine) are made where they are used,
+so each child loads only what it runs.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import replace
@@ -17,16 +30,15 @@ import uvicorn
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy import inspect
 
-from postback.api.app import create_app
 from postback.config import Settings
 from postback.db import migrate
 from postback.db.engine import make_engine
-from postback.delivery.engine import Engine
 from postback.sealing import load_or_create_key
-from postback.services.accounts import ensure_operator_token
-from postback.services.scheduler import run_due
+from postback.supervisor import SUPERVISOR_ENV, ChildSpec, Supervisor
 
 log = logging.getLogger("postback")
+#: how long the API waits for requests under way when it is told to stop
+API_GRACE_SECONDS = 10
 
 
 def open_database(settings: Settings, run_migrations: bool) -> DbEngine:
@@ -38,31 +50,8 @@ def open_database(settings: Settings, run_migrations: bool) -> DbEngine:
     return db
 
 
-class _Server(uvicorn.Server):
-    """uvicorn re-raises SIGTERM/SIGINT once it has shut down, which would kill the process
-    before the delivery engine hands back its claims; here the signal only stops serving."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
-        try:
-            yield
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-
-
-async def _lifecycle_loop(db: DbEngine, interval: float) -> None:
-    while True:
-        try:
-            done = await asyncio.to_thread(run_due, db, datetime.now(UTC))
-            if any(done.values()):
-                log.info("lifecycle: locked %(locked)d, cleared %(cleared)d", done)
-        except Exception:
-            log.exception("lifecycle run failed")
-        await asyncio.sleep(interval)
+def _supervised() -> bool:
+    return SUPERVISOR_ENV in os.environ
 
 
 def with_secret_key(settings: Settings, create: bool) -> Settings:
@@ -82,36 +71,102 @@ def with_secret_key(settings: Settings, create: bool) -> Settings:
     return replace(settings, secret_key=key)
 
 
-async def serve(settings: Settings, host: str, port: int) -> None:
-    settings = with_secret_key(settings, create=True)
-    db = open_database(settings, run_migrations=True)
-    token = ensure_operator_token(db, settings.admin_token)
-    if token is not None:
-        print(f"\nOperator token (shown once, store it now):\n\n    {token}\n", flush=True)
-    _warn_open_targets(settings)
-    engine = Engine(settings, db)
-    app = create_app(settings, db, wake=engine.wake)
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info",
-                                           access_log=False, lifespan="off"))
-    engine_task = asyncio.create_task(engine.run())
-    lifecycle = asyncio.create_task(_lifecycle_loop(db, settings.lifecycle_interval))
-    try:
-        await server.serve()
-    finally:
-        lifecycle.cancel()
-        engine.stop()
-        await engine_task
-        db.dispose()
-
-
 def _warn_open_targets(settings: Settings) -> None:
-    if settings.allow_targets.allow:
+    if settings.allow_targets.allow and not _supervised():  # serve has said it once
         log.warning("POSTBACK_ALLOW_TARGETS opens %s: postbacks may be sent to these "
                     "non-public addresses. Use this for development and tests only.",
                     ", ".join(map(str, settings.allow_targets.allow)))
 
 
+def _print_operator_token(db: DbEngine, settings: Settings) -> None:
+    from postback.services.accounts import ensure_operator_token
+
+    token = ensure_operator_token(db, settings.admin_token)
+    if token is not None:
+        print(f"\nOperator token (shown once, store it now):\n\n    {token}\n", flush=True)
+
+
+# -- serve: the supervisor ------------------------------------------------------------------
+
+def _check_port(host: str, port: int) -> None:
+    """Fail now, with the reason, if the API could not listen (rather than restart it in a
+    loop); the API process binds the port itself."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+            probe.bind(address)
+    except OSError as exc:
+        sys.exit(f"postback: cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def serve(settings: Settings, host: str, port: int, workers: int) -> int:
+    """Migrate, make the key and the operator token, then run the API, ``workers`` delivery
+    engines and the scheduler as supervised processes until SIGTERM or SIGINT."""
+    settings = with_secret_key(settings, create=True)
+    db = open_database(settings, run_migrations=True)
+    try:
+        _print_operator_token(db, settings)
+    finally:
+        db.dispose()
+    _warn_open_targets(settings)
+    _check_port(host, port)
+    children = [ChildSpec("api", ("api", "--host", host, "--port", str(port))),
+                *(ChildSpec(f"engine-{i}", ("worker",)) for i in range(1, workers + 1)),
+                ChildSpec("scheduler", ("scheduler",))]
+    log.info("serving on http://%s:%d: the API, %d delivery engine%s and the scheduler, "
+             "each a process of its own", host, port, workers, "" if workers == 1 else "s")
+    return Supervisor(children).run()
+
+
+# -- api ----------------------------------------------------------------------------------
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT once it has shut down, which would end the process
+    with the signal rather than status 0; here the signal only stops serving."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig, None)
+        try:
+            yield
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+
+async def api(settings: Settings, host: str, port: int) -> None:
+    """The API and the web app. New deliveries wake the engines of every process
+    (``db.wakeup``); ``/readyz`` reports on the whole deployment."""
+    from postback.api.app import create_app
+    from postback.db.wakeup import waker
+    from postback.services.health import Readiness
+
+    settings = with_secret_key(settings, create=False)
+    db = open_database(settings, run_migrations=False)
+    _print_operator_token(db, settings)
+    readiness = Readiness(db, settings.heartbeat_seconds)
+    app = create_app(settings, db, wake=waker(settings.database_url), readiness=readiness)
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                    access_log=False, lifespan="off",
+                                    timeout_graceful_shutdown=API_GRACE_SECONDS))
+    try:
+        await server.serve()
+    finally:
+        readiness.close()
+        db.dispose()
+
+
+# -- worker -------------------------------------------------------------------------------
+
 async def work(settings: Settings) -> None:
+    """One delivery engine, until SIGTERM or SIGINT (then it drains)."""
+    from postback.delivery.engine import Engine
+
     settings = with_secret_key(settings, create=False)
     _warn_open_targets(settings)
     db = open_database(settings, run_migrations=False)
@@ -123,3 +178,59 @@ async def work(settings: Settings) -> None:
     log.info("worker %s started", engine.name)
     await engine.run()
     db.dispose()
+
+
+# -- scheduler ----------------------------------------------------------------------------
+
+async def _lifecycle_loop(db: DbEngine, interval: float) -> None:
+    from postback.services.scheduler import run_due
+
+    while True:
+        try:
+            done = await asyncio.to_thread(run_due, db, datetime.now(UTC))
+            if any(done.values()):
+                log.info("lifecycle: locked %(locked)d, cleared %(cleared)d, "
+                         "auto-approved %(auto_approved)d", done)
+        except Exception:
+            log.exception("lifecycle run failed")
+        await asyncio.sleep(interval)
+
+
+async def _heartbeat_loop(db: DbEngine, name: str, seconds: float) -> None:
+    from postback.services.scheduler import heartbeat
+
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await asyncio.to_thread(heartbeat, db, name, seconds)
+        except Exception as exc:  # the database is busy or away: /readyz will say so
+            log.warning("scheduler heartbeat failed (%s)", exc)
+
+
+async def schedule(settings: Settings) -> None:
+    """The scheduler: a lifecycle run every ``POSTBACK_LIFECYCLE_INTERVAL`` seconds, and a
+    heartbeat every ``POSTBACK_HEARTBEAT_SECONDS``, until SIGTERM or SIGINT."""
+    from postback.services.scheduler import heartbeat, leave, scheduler_name
+
+    db = open_database(settings, run_migrations=False)
+    name = scheduler_name()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await asyncio.to_thread(heartbeat, db, name, settings.heartbeat_seconds)
+    tasks = [asyncio.create_task(_heartbeat_loop(db, name, settings.heartbeat_seconds)),
+             asyncio.create_task(_lifecycle_loop(db, settings.lifecycle_interval))]
+    log.info("scheduler %s started", name)
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            await asyncio.to_thread(leave, db, name)
+        except Exception as exc:
+            log.warning("scheduler %s could not remove its heartbeat (%s)", name, exc)
+        db.dispose()
