@@ -8,6 +8,7 @@ import pytest
 
 from postback.config import Settings
 from postback.delivery.curl import CurlSender
+from postback.delivery.drivers import sender_for
 from postback.delivery.http import AiohttpSender, Sender
 
 
@@ -25,7 +26,7 @@ def test_bad_settings_name_the_variable(env: dict[str, str], message: str) -> No
 
 def test_the_http_client_is_chosen_by_name() -> None:
     async def made(env: dict[str, str]) -> type[Sender]:
-        return type(Sender.from_settings(Settings.from_env(env), 1))
+        return type(sender_for(Settings.from_env(env), 1))
 
     assert asyncio.run(made({})) is CurlSender
     assert asyncio.run(made({"POSTBACK_HTTP_CLIENT": "aiohttp"})) is AiohttpSender

@@ -12,6 +12,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from postback.config import Settings
 from postback.core.addresses import AddressPolicy
+from postback.delivery.drivers import sender_for
 from postback.delivery.http import Sender
 from tests.certs import TestCA
 from tests.conftest import World, build_world
@@ -341,7 +342,7 @@ def test_the_operator_names_extra_trusted_cas_in_the_environment(ca: TestCA) -> 
     receiver = Receiver(tls=ca.server_context("localhost"))
     try:
         async def go() -> Any:
-            async with Sender.from_settings(settings, 1) as sender:
+            async with sender_for(settings, 1) as sender:
                 return await sender.send("GET", f"{receiver.url}/pb", {}, None)
 
         assert asyncio.run(go()).status == 200

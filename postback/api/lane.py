@@ -12,7 +12,7 @@ from typing import Any
 
 from postback.config import Settings
 from postback.core.render import Value
-from postback.delivery.http import Sender
+from postback.delivery.drivers import sender_for
 from postback.services import test_tool
 from postback.services.notification_settings import Compiled
 
@@ -48,5 +48,5 @@ class TestLane:
     @staticmethod
     async def _send(settings: Settings, setting: dict[str, Any], compiled: Compiled,
                     values: dict[str, Value], event_id: str) -> dict[str, Any]:
-        async with Sender.from_settings(settings, 1) as sender:
+        async with sender_for(settings, 1) as sender:
             return await test_tool.send_test(sender, setting, compiled, values, event_id)

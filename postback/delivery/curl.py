@@ -14,6 +14,7 @@ the address dialled. Redirects are never followed; only http and https are spoke
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 import time
@@ -23,11 +24,27 @@ import pycurl
 from yarl import URL
 
 from postback.core.retry import ErrorClass
-from postback.delivery.http import MAX_STORED_BODY, Response, Sender, _ms
-from postback.delivery.resolver import BlockedAddress
+from postback.delivery.http import (
+    MAX_HEADER_FIELD,
+    MAX_STORED_BODY,
+    InvalidAnswer,
+    Response,
+    Sender,
+    _ms,
+    failure,
+    response_headers,
+)
+from postback.delivery.resolver import resolver_failure
+
+log = logging.getLogger("postback.delivery")
 
 DNS_TTL = 60.0
+_CURL_OWN = ("Accept", "Expect", "Content-Type", "User-Agent")  # headers libcurl adds itself
 _TLS_ERRORS = frozenset({35, 51, 53, 54, 58, 59, 60, 64, 66, 77, 80, 82, 83, 90, 91, 98})
+# errors libcurl may report without a message of its own
+_MESSAGES = {100: "the answer's headers are too large"}  # CURLE_TOO_LARGE
+# libcurl's "what came back is not HTTP as it speaks it" (a 0.9 answer, a bad status line)
+_NOT_HTTP = frozenset({pycurl.E_UNSUPPORTED_PROTOCOL, 8})  # 8: CURLE_WEIRD_SERVER_REPLY
 
 
 class _Transfer:
@@ -103,22 +120,21 @@ class CurlSender(Sender):
                         started: float) -> Response:
         pin = None
         if not literal and not self.proxy:
+            host = target.raw_host or ""
             try:
-                pin = await self._pin(target.host or "", target.port or 0)
-            except BlockedAddress as exc:
-                return Response(None, None, None, _ms(started), ErrorClass.BLOCKED,
-                                f"refused: {exc}")
-            except OSError as exc:
-                return Response(None, None, None, _ms(started), ErrorClass.DNS,
-                                f"{target.host}: {exc}")
+                pin = await self._pin(host, target.port or 0)
+            except OSError as exc:  # what the resolver raises for a failed lookup
+                return failure(started, *resolver_failure(exc, host))
         handle = self._idle.pop() if self._idle else self._new_handle()
         transfer = _Transfer(self._loop.create_future(), started)
         try:
             self._prepare(handle, transfer, method, str(target), headers, body, pin)
-        except pycurl.error as exc:
-            handle.close()
-            return Response(None, None, None, _ms(started), ErrorClass.INVALID_URL,
-                            str(exc.args[-1]))
+        except BaseException as exc:
+            handle.close()  # in an unknown state: not reused
+            if isinstance(exc, pycurl.error):
+                return failure(started, ErrorClass.INVALID_REQUEST,
+                               f"libcurl refused the request: {exc.args[-1]}")
+            raise
         self._transfers[handle] = transfer
         self._multi.add_handle(handle)
         return await transfer.future
@@ -170,11 +186,16 @@ class CurlSender(Sender):
             c.setopt(pycurl.RESOLVE, [pin])
         else:
             c.unsetopt(pycurl.RESOLVE)
-        # only the headers we mean: curl's own Accept, Expect and form Content-Type are off
-        lines = [f"{k}: {v}" if v else f"{k};" for k, v in headers.items()]
+        # only the headers we mean: curl's own Accept, Expect, form Content-Type and
+        # User-Agent (pycurl's "PycURL/...", which aiohttp would not send) are off.
+        # "Name;" sends an empty value ("Name:" would remove the header); a value that is
+        # not ASCII goes as UTF-8, as aiohttp sends it (``request_problem`` vetted them)
+        lines: list[str | bytes] = []
+        for k, v in headers.items():
+            line = f"{k}: {v}" if v.strip(" \t") else f"{k};"
+            lines.append(line if line.isascii() else line.encode("utf-8"))
         lowered = {k.lower() for k in headers}
-        lines += [f"{k}:" for k in ("Accept", "Expect", "Content-Type")
-                  if k.lower() not in lowered]
+        lines += [f"{k}:" for k in _CURL_OWN if k.lower() not in lowered]
         c.setopt(pycurl.HTTPHEADER, lines)
         if body is not None:
             c.setopt(pycurl.POSTFIELDSIZE, len(body))
@@ -210,14 +231,13 @@ class CurlSender(Sender):
     def _done(self, handle: pycurl.Curl, errno: int, message: str) -> None:
         transfer = self._transfers.pop(handle)
         self._multi.remove_handle(handle)
-        if errno == 0 or (errno == pycurl.E_WRITE_ERROR and transfer.truncated):
-            status = handle.getinfo(pycurl.RESPONSE_CODE)
-            response = Response(status, _headers(transfer.headers),
-                                b"".join(transfer.body)[:MAX_STORED_BODY],
-                                _ms(transfer.started), None, None)
-        else:
-            response = Response(None, None, None, _ms(transfer.started),
-                                *_failure(errno, message, transfer.refusal))
+        try:
+            response = _response(handle, transfer, errno, message)
+        except Exception as exc:  # a bug: the request still ends, with a Response
+            log.exception("reading a libcurl transfer failed")
+            response = failure(transfer.started, ErrorClass.INTERNAL,
+                               f"internal error while reading the answer: "
+                               f"{type(exc).__name__}: {exc}")
         self._idle.append(handle)
         if not transfer.future.done():
             transfer.future.set_result(response)
@@ -256,8 +276,11 @@ class CurlSender(Sender):
                                                 pycurl.SOCKET_TIMEOUT, 0)
 
     def _act(self, fd: int, what: int) -> None:
-        while self._multi.socket_action(fd, what)[0] == pycurl.E_CALL_MULTI_PERFORM:
-            pass
+        try:
+            while self._multi.socket_action(fd, what)[0] == pycurl.E_CALL_MULTI_PERFORM:
+                pass
+        except pycurl.error:  # the multi's own trouble (a socket gone): transfers go on
+            log.exception("libcurl socket_action failed")
         while True:
             queued, ok, failed = self._multi.info_read()
             for handle in ok:
@@ -268,17 +291,53 @@ class CurlSender(Sender):
                 break
 
 
-def _headers(lines: list[bytes]) -> dict[str, str]:
-    """The final response's headers (a 1xx interim response's are dropped)."""
-    out: dict[str, str] = {}
-    for raw in lines:
-        line = raw.decode("latin-1").rstrip("\r\n")
-        if line.startswith("HTTP/"):
-            out = {}
-        elif ":" in line:
-            name, value = line.split(":", 1)
-            out[name.strip()] = value.strip()
-    return out
+def _response(handle: pycurl.Curl, transfer: _Transfer, errno: int,
+              message: str) -> Response:
+    if errno == 0 or (errno == pycurl.E_WRITE_ERROR and transfer.truncated):
+        try:
+            headers = _headers(transfer.headers, handle)
+        except InvalidAnswer as exc:
+            return failure(transfer.started, ErrorClass.CONNECTION,
+                           f"invalid HTTP answer: {exc}")
+        return Response(handle.getinfo(pycurl.RESPONSE_CODE), headers,
+                        b"".join(transfer.body)[:MAX_STORED_BODY], _ms(transfer.started),
+                        None, None)
+    return failure(transfer.started, *_failure(errno, message, transfer.refusal))
+
+
+def _headers(lines: list[bytes], handle: pycurl.Curl) -> dict[str, str]:
+    """The final response's headers from libcurl's header lines (a 1xx interim response's,
+    a proxy's CONNECT answer's and trailers are dropped; a folded line continues its
+    field), read as ``response_headers`` reads aiohttp's; ``InvalidAnswer`` for a line that
+    is not a field, or a head that never ended."""
+    fields: list[tuple[bytes, bytes]] = []
+    ended = False
+    for line in lines:
+        if line.startswith(b"HTTP/"):  # a status line: a new response begins
+            if len(line) > MAX_HEADER_FIELD:
+                raise InvalidAnswer(f"the status line is over {MAX_HEADER_FIELD} bytes")
+            if not line.startswith(b"HTTP/1.") and handle.getinfo(
+                    pycurl.INFO_HTTP_VERSION) < pycurl.CURL_HTTP_VERSION_2_0:
+                # libcurl takes "HTTP/2 200" on an HTTP/1 connection (aiohttp does not)
+                raise InvalidAnswer(f"the status line {line[:100].rstrip()!r} is not HTTP/1.x")
+            fields, ended = [], False
+            continue
+        if ended:
+            continue  # trailers
+        line = line.rstrip(b"\r\n")
+        if not line:
+            ended = True
+        elif line[0] in b" \t" and fields:  # obs-fold (RFC 9112 section 5.2)
+            name, value = fields[-1]
+            fields[-1] = (name, value.rstrip(b" \t") + b" " + line.strip(b" \t"))
+        else:
+            name, colon, value = line.partition(b":")
+            if not colon:
+                raise InvalidAnswer(f"a header line without a colon: {line[:100]!r}")
+            fields.append((name, value))
+    if not ended:
+        raise InvalidAnswer("the answer ended inside its headers")
+    return response_headers(fields)
 
 
 def _failure(errno: int, message: str, refusal: str | None) -> tuple[ErrorClass, str]:
@@ -286,11 +345,14 @@ def _failure(errno: int, message: str, refusal: str | None) -> tuple[ErrorClass,
         return ErrorClass.BLOCKED, f"refused: {refusal}"
     if errno == pycurl.E_OPERATION_TIMEDOUT:
         return ErrorClass.TIMEOUT, message or "no complete answer within the time limit"
+    message = message or _MESSAGES.get(errno) or f"libcurl error {errno}"
     if errno in _TLS_ERRORS:
         return ErrorClass.TLS, message
-    if errno == pycurl.E_COULDNT_RESOLVE_HOST:
-        return ErrorClass.DNS, message
-    if errno in (pycurl.E_URL_MALFORMAT, pycurl.E_UNSUPPORTED_PROTOCOL):
+    if errno in (pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_RESOLVE_PROXY):
+        # libcurl resolves only the proxy's name itself, and cannot tell NXDOMAIN apart
+        return ErrorClass.DNS_TEMPORARY, message
+    if errno == pycurl.E_URL_MALFORMAT:
         return ErrorClass.INVALID_URL, message
+    if errno in _NOT_HTTP:
+        return ErrorClass.CONNECTION, f"invalid HTTP answer: {message}"
     return ErrorClass.CONNECTION, message
-

@@ -37,7 +37,7 @@ from postback.db import wakeup
 from postback.db.clock import STALE_HEARTBEATS
 from postback.delivery import liveness, queue
 from postback.delivery.drivers import sender_for
-from postback.delivery.http import Response, Sender, outgoing_headers
+from postback.delivery.http import Response, outgoing_headers
 from postback.sealing import MASK
 
 log = logging.getLogger("postback.engine")

@@ -1,33 +1,54 @@
 """Sending one request: no redirects, bounded time, bounded response read. ``Sender``
 holds what every driver shares; ``AiohttpSender`` here and ``CurlSender`` (``curl.py``)
-send."""
+send; ``drivers.sender_for`` picks one by the settings.
+
+A partner's server is hostile: whatever it sends (or fails to send) comes back from
+``Sender.send`` as a ``Response``, never as an exception, and every driver returns the same
+one. What goes on the wire is decided here, once, for every driver: ``wire_url`` (the URL
+as sent: UTF-8 percent-encoded, the host IDNA-encoded), ``request_problem`` (a method or
+header that cannot be sent), and the response's headers are read back with
+``response_headers`` (``header_text`` decoding, duplicates combined, the same limits).
+"""
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 import ssl
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import quote
 
 import aiohttp
+import idna
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from postback.config import Settings
 from postback.core.addresses import AddressPolicy, literal_ip
 from postback.core.responses import readable_text
 from postback.core.retry import ErrorClass
 from postback.core.signing import SigningKey, signature_headers
-from postback.delivery.resolver import BlockedAddress, GuardedResolver
+from postback.delivery.resolver import BlockedAddress, GuardedResolver, resolver_failure
+
+log = logging.getLogger("postback.delivery")
 
 MAX_STORED_BODY = 20 * 1024
+#: what a response's head may hold, for every driver (aiohttp's parser and our reading of
+#: libcurl's header lines enforce the same): fields, bytes of one field's name and value
+#: (and of the status line), bytes of all of them
+MAX_RESPONSE_HEADERS = 1000
+MAX_HEADER_FIELD = 8190
+MAX_RESPONSE_HEADER_BYTES = 256 * 1024
 
 
 @dataclass(frozen=True)
 class Response:
-    """One answer as received: ``body`` is the first ``MAX_STORED_BODY`` bytes, untouched."""
+    """One answer as received: ``body`` is the first ``MAX_STORED_BODY`` bytes, untouched;
+    ``headers`` as ``response_headers`` reads them (names as first spelled)."""
 
     status: int | None
     headers: dict[str, str] | None
@@ -40,6 +61,22 @@ class Response:
     def text(self) -> str | None:
         """The body as readable text (never raises)."""
         return readable_text(self.body)
+
+    def header(self, name: str) -> str | None:
+        """A header's value, whatever the case of its name (``Retry-After`` may arrive as
+        ``retry-after``, and over HTTP/2 always does)."""
+        if not self.headers:
+            return None
+        value = self.headers.get(name)
+        if value is None:
+            lower = name.lower()
+            value = next((v for k, v in self.headers.items() if k.lower() == lower), None)
+        return value
+
+
+def failure(started: float, error: ErrorClass, message: str) -> Response:
+    """A ``Response`` for a request that got no usable answer."""
+    return Response(None, None, None, _ms(started), error, message)
 
 
 def outgoing_headers(user_agent: str, event_id: str, headers: dict[str, str],
@@ -54,10 +91,141 @@ def outgoing_headers(user_agent: str, event_id: str, headers: dict[str, str],
     return out
 
 
-def _nxdomain(exc: BaseException) -> bool:
-    err = getattr(exc, "os_error", None)
-    return isinstance(err, socket.gaierror) and err.errno in (
-        socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME))
+# -- the request on the wire --------------------------------------------------------------
+
+# what RFC 3986 allows in a URL as it stands (reserved, unreserved and "%")
+_URL_CHARS = "!#$%&'()*+,/:;=?@[]~"
+_URL_NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9\-._" + re.escape(_URL_CHARS) + "]")
+_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Za-z:.%\-_~]+\]")
+
+
+def wire_url(url: str) -> str:
+    """The URL exactly as it is sent, by every driver: characters a URL may not hold as
+    they stand (non-ASCII, spaces, controls, ``"<>\\^`{|}``) percent-encoded as UTF-8,
+    a non-ASCII host IDNA-encoded; what is already valid, ``%XX`` escapes included, left as
+    it is (the common, all-ASCII case returns ``url`` itself). ``ValueError`` when it
+    cannot be made an absolute URL."""
+    if url.isascii() and _URL_NEEDS_QUOTING.search(url) is None:
+        return url
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.isascii() or not scheme.isalpha():
+        raise ValueError("not an absolute http(s) URL")
+    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    userinfo, at, hostport = authority.rpartition("@")
+    if hostport.startswith("["):  # an IPv6 literal
+        end = hostport.find("]") + 1
+        if not end:
+            raise ValueError(f"invalid host in URL: {hostport!r}")
+        host, port = hostport[:end], hostport[end:]
+    else:
+        host, colon, digits = hostport.partition(":")
+        port = colon + digits
+    digits = port[1:]
+    if port and (port[0] != ":" or (digits and not (digits.isascii() and digits.isdigit()))):
+        raise ValueError(f"invalid port in URL: {port!r}")
+    if not host.isascii():
+        try:
+            host = idna.encode(host, uts46=True).decode("ascii")
+        except (UnicodeError, ValueError) as exc:
+            raise ValueError(f"invalid host name in URL: {host!r} ({exc})") from None
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"invalid host in URL: {host!r}")
+    if userinfo:
+        userinfo = quote(userinfo, safe="!$&'()*+,;=:%~")
+    return f"{scheme}://{userinfo}{at}{host}{port}{quote(tail, safe=_URL_CHARS)}"
+
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_TOKEN_BYTES = re.compile(_TOKEN.pattern.encode())
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB: never on the wire
+_good_names: set[str] = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+def _is_token(name: str) -> bool:
+    if name in _good_names:
+        return True
+    if _TOKEN.fullmatch(name) is None:
+        return False
+    if len(_good_names) < 4096:  # names repeat: judge each once
+        _good_names.add(name)
+    return True
+
+
+def request_problem(method: str, headers: Mapping[str, str]) -> str | None:
+    """Why this request cannot be sent as written (a method or header name that is not an
+    RFC 9110 token; a header value with CR, LF, NUL or another control character, or
+    that is not text), or None. Values may be any other text: they go as UTF-8."""
+    if not _is_token(method):
+        return f"the method {method!r} is not a valid HTTP method"
+    for name, value in headers.items():
+        if not _is_token(name):
+            return f"the header name {name!r} cannot be sent (only letters, digits and " \
+                "!#$%&'*+-.^_`|~ may be in a name)"
+        if not (value.isascii() and value.isprintable()):
+            if _CONTROL.search(value):
+                return f"the value of the header {name} holds a control character " \
+                    "(CR, LF, NUL...), which cannot be sent"
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"the value of the header {name} is not text (a lone surrogate)"
+    return None
+
+
+# -- the response's head -------------------------------------------------------------------
+
+class InvalidAnswer(ValueError):
+    """A response's head that is not HTTP, or over the limits."""
+
+
+def header_text(raw: bytes) -> str:
+    """A header's bytes as text: UTF-8 when they are valid UTF-8, else Latin-1 (every byte
+    a character); never raises, never yields surrogates; control characters are kept."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+_good_fields: set[bytes] = set()
+
+
+def response_headers(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """A response's header fields, as every driver returns them: name and value decoded
+    with ``header_text`` (spaces and tabs around the value trimmed), fields of the same
+    name (in any case) combined in order with ``", "`` (RFC 9110 section 5.3), under the
+    name as first spelled. ``InvalidAnswer`` for a name that is not a token or a head over
+    ``MAX_RESPONSE_HEADERS`` / ``MAX_HEADER_FIELD`` / ``MAX_RESPONSE_HEADER_BYTES``."""
+    out: dict[str, str] = {}
+    spelled: dict[str, str] = {}
+    count = size = 0
+    for raw_name, raw_value in fields:
+        if raw_name not in _good_fields:
+            if _TOKEN_BYTES.fullmatch(raw_name) is None:
+                raise InvalidAnswer(f"the header name {header_text(raw_name)[:100]!r} is not "
+                                    "a valid token")
+            if len(_good_fields) < 4096:
+                _good_fields.add(raw_name)
+        value = raw_value.strip(b" \t")
+        field = len(raw_name) + len(value)
+        count += 1
+        size += field
+        if field > MAX_HEADER_FIELD:
+            raise InvalidAnswer(f"the header {header_text(raw_name)[:100]} is over "
+                                f"{MAX_HEADER_FIELD} bytes")
+        name = raw_name.decode("ascii")  # a token is ASCII
+        text = header_text(value)
+        first = spelled.setdefault(name.lower(), name)
+        if first in out:
+            out[first] = f"{out[first]}, {text}"
+        else:
+            out[first] = text
+    if count > MAX_RESPONSE_HEADERS:
+        raise InvalidAnswer(f"more than {MAX_RESPONSE_HEADERS} header fields")
+    if size > MAX_RESPONSE_HEADER_BYTES:
+        raise InvalidAnswer(f"the header fields are over {MAX_RESPONSE_HEADER_BYTES} bytes")
+    return out
 
 
 class Sender(ABC):
@@ -85,9 +253,11 @@ class Sender(ABC):
         self.source_address = source_address
         self.proxy = proxy
         self.ca_file = ca_file
-        proxy_host = URL(proxy).host if proxy else None
+        proxy_host = URL(proxy).raw_host if proxy else None
+        # a lookup is bounded by the connect timeout, in every driver
         self.resolver = GuardedResolver(self.policy, resolver,
-                                        frozenset({proxy_host}) if proxy_host else frozenset())
+                                        frozenset({proxy_host}) if proxy_host else frozenset(),
+                                        timeout=connect_timeout)
         # hosts repeat: parse and judge each IP literal once per sender
         self._literal_refusal = lru_cache(maxsize=4096)(self._judge_literal)
 
@@ -97,21 +267,6 @@ class Sender(ABC):
         return literal is not None, (self.policy.refusal(literal) if literal is not None
                                      else None)
 
-    @classmethod
-    def from_settings(cls, s: Settings, max_connections: int,
-                      resolver: AbstractResolver | None = None) -> Sender:
-        """The driver ``POSTBACK_HTTP_CLIENT`` names (pycurl unless told otherwise)."""
-        if cls is Sender:
-            if s.http_client == "aiohttp":
-                cls = AiohttpSender
-            else:
-                from postback.delivery.curl import CurlSender
-
-                cls = CurlSender
-        return cls(s.connect_timeout, s.total_timeout, max_connections, s.user_agent,
-                   s.allow_targets, s.egress_source_address, s.egress_proxy, resolver,
-                   s.tls_ca_file)
-
     async def __aenter__(self) -> Sender:
         return self
 
@@ -120,33 +275,48 @@ class Sender(ABC):
 
     async def send(self, method: str, url: str, headers: dict[str, str],
                    body: bytes | None) -> Response:
+        """Send one request; never raises (but for cancellation): every failure, a bug of
+        ours included (``INTERNAL``), is a ``Response`` with its error class."""
         started = time.perf_counter()
         try:
-            target = URL(url, encoded=True)
-            if target.scheme not in ("http", "https") or not target.host:
+            return await self._send(method, url, headers, body, started)
+        except Exception as exc:
+            log.exception("sending %s %s failed unexpectedly", method, url[:200])
+            return failure(started, ErrorClass.INTERNAL,
+                           f"internal error while sending: {type(exc).__name__}: {exc}")
+
+    async def _send(self, method: str, url: str, headers: dict[str, str],
+                    body: bytes | None, started: float) -> Response:
+        try:
+            target = URL(wire_url(url), encoded=True)
+            if target.scheme not in ("http", "https") or not target.raw_host:
                 raise ValueError("not an absolute http(s) URL")
         except ValueError as exc:
-            return Response(None, None, None, _ms(started), ErrorClass.INVALID_URL, str(exc))
-        literal, reason = self._literal_refusal(target.host)
+            return failure(started, ErrorClass.INVALID_URL, str(exc))
+        problem = request_problem(method, headers)
+        if problem is not None:
+            return failure(started, ErrorClass.INVALID_REQUEST, problem)
+        host = target.raw_host
+        literal, reason = self._literal_refusal(host)
         if reason is None and not literal and self.proxy:
             # through a proxy the proxy dials: vet the target's addresses here first
             try:
-                await self.resolver.resolve(target.host, target.port or 0, socket.AF_UNSPEC)
+                await self.resolver.resolve(host, target.port or 0, socket.AF_UNSPEC)
             except BlockedAddress as exc:
                 reason = str(exc)
             except OSError:
                 pass  # let the proxy report what it finds
         if reason is not None:
-            return Response(None, None, None, _ms(started), ErrorClass.BLOCKED,
-                            f"refused: {reason}")
+            return failure(started, ErrorClass.BLOCKED, f"refused: {reason}")
         return await self._transmit(method, target, literal, headers, body, started)
 
     @abstractmethod
     async def _transmit(self, method: str, target: URL, literal: bool,
                         headers: dict[str, str], body: bytes | None,
                         started: float) -> Response:
-        """Send a request that passed the checks above; never raise for a partner's
-        failure, return it as a ``Response`` with its error class."""
+        """Send a request that passed the checks above (``target`` is the wire URL, its
+        ``raw_host`` the name to resolve); return every failure as a ``Response`` with its
+        error class (an exception is taken for a bug: ``INTERNAL``)."""
 
 
 def _ms(started: float) -> float:
@@ -168,12 +338,15 @@ class AiohttpSender(Sender):
             resolver=self.resolver, ssl=tls,
             local_addr=(self.source_address, 0) if self.source_address else None)
         self._session = aiohttp.ClientSession(
+            # the lookup is bounded by the resolver (as in the curl driver), the TCP and
+            # TLS handshakes by sock_connect, everything by total
             connector=connector, timeout=aiohttp.ClientTimeout(
-                total=self.total_timeout, sock_connect=self.connect_timeout,
-                connect=self.connect_timeout),
+                total=self.total_timeout, sock_connect=self.connect_timeout),
             auto_decompress=False,
             skip_auto_headers=("User-Agent", "Content-Type", "Accept-Encoding", "Accept"),
-            cookie_jar=aiohttp.DummyCookieJar())
+            cookie_jar=aiohttp.DummyCookieJar(),
+            max_headers=MAX_RESPONSE_HEADERS, max_field_size=MAX_HEADER_FIELD,
+            max_line_size=MAX_HEADER_FIELD)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -188,23 +361,49 @@ class AiohttpSender(Sender):
             async with self._session.request(method, target, headers=headers, data=body,
                                              allow_redirects=False,
                                              proxy=self.proxy) as resp:
-                raw = await resp.content.read(MAX_STORED_BODY)
-                return Response(resp.status, dict(resp.headers), raw, _ms(started), None, None)
+                if resp.status < 100:
+                    return failure(started, ErrorClass.CONNECTION,
+                                   f"invalid HTTP answer: status code {resp.status}")
+                raw = await _read_body(resp.content)
+                return Response(resp.status, response_headers(resp.raw_headers), raw,
+                                _ms(started), None, None)
+        except InvalidAnswer as exc:
+            return failure(started, ErrorClass.CONNECTION, f"invalid HTTP answer: {exc}")
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            return Response(None, None, None, _ms(started), ErrorClass.TIMEOUT,
-                            str(exc) or "no complete answer within the time limit")
-        except aiohttp.ClientConnectorCertificateError as exc:
-            return Response(None, None, None, _ms(started), ErrorClass.TLS, str(exc))
+            return failure(started, ErrorClass.TIMEOUT,
+                           str(exc) or "no complete answer within the time limit")
         except aiohttp.ClientSSLError as exc:
-            return Response(None, None, None, _ms(started), ErrorClass.TLS, str(exc))
+            return failure(started, ErrorClass.TLS, str(exc))
+        except aiohttp.ClientConnectorDNSError as exc:
+            return failure(started, *resolver_failure(exc.os_error, exc.host))
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, BlockedAddress):
-                return Response(None, None, None, _ms(started), ErrorClass.BLOCKED,
-                                f"refused: {exc.os_error}")
-            kind = ErrorClass.DNS if _nxdomain(exc) else ErrorClass.CONNECTION
-            return Response(None, None, None, _ms(started), kind, str(exc))
+                return failure(started, ErrorClass.BLOCKED, f"refused: {exc.os_error}")
+            return failure(started, ErrorClass.CONNECTION, str(exc))
         except aiohttp.InvalidURL as exc:
-            return Response(None, None, None, _ms(started), ErrorClass.INVALID_URL, str(exc))
+            return failure(started, ErrorClass.INVALID_URL, str(exc))
+        except aiohttp.ClientResponseError as exc:  # the parser's: the answer is not HTTP
+            return failure(started, ErrorClass.CONNECTION,
+                           f"invalid HTTP answer: {' '.join(exc.message.split())}")
+        except aiohttp.ServerDisconnectedError:
+            return failure(started, ErrorClass.CONNECTION,
+                           "the server closed the connection before a complete answer")
+        except aiohttp.ClientPayloadError as exc:
+            return failure(started, ErrorClass.CONNECTION,
+                           f"the answer's body was cut short: {exc}")
         except (aiohttp.ClientError, OSError, ssl.SSLError) as exc:
-            return Response(None, None, None, _ms(started), ErrorClass.CONNECTION,
-                            f"{type(exc).__name__}: {exc}")
+            return failure(started, ErrorClass.CONNECTION, f"{type(exc).__name__}: {exc}")
+
+
+async def _read_body(content: aiohttp.StreamReader) -> bytes:
+    """The body to its end or to ``MAX_STORED_BODY`` bytes, whichever comes first (a read
+    returns what has arrived; a body that stops short of its length is an error)."""
+    chunk = await content.read(MAX_STORED_BODY)
+    if not chunk or content.at_eof() or len(chunk) >= MAX_STORED_BODY:
+        return chunk
+    chunks = [chunk]
+    size = len(chunk)
+    while size < MAX_STORED_BODY and (chunk := await content.read(MAX_STORED_BODY - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)

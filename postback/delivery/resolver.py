@@ -8,6 +8,7 @@ verifies the certificate against the host name.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -16,22 +17,59 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
 from postback.core.addresses import AddressPolicy
+from postback.core.retry import ErrorClass
 
 
 class BlockedAddress(OSError):
     """The host resolves to an address postbacks may not be sent to."""
 
 
+class ResolverTimeout(OSError):
+    """The resolver gave no answer in time (an OSError, as a lookup failure is, so aiohttp
+    reports it as a DNS error; not a TimeoutError, which it would take for its own)."""
+
+
+#: getaddrinfo's "this name has no address" answers (NXDOMAIN, or no record of the type)
+_NO_SUCH_NAME = frozenset({socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)})
+
+
+def resolver_failure(exc: BaseException, host: str) -> tuple[ErrorClass, str]:
+    """The error class and message of a failed lookup of ``host``, the same for every
+    driver: a refused address is ``BLOCKED``; a name that does not exist (EAI_NONAME,
+    EAI_NODATA: NXDOMAIN or no address) is ``DNS``, permanent; any other failure
+    (EAI_AGAIN, EAI_FAIL = SERVFAIL, a resolver timeout or error) is ``DNS_TEMPORARY``,
+    retried."""
+    if isinstance(exc, BlockedAddress):
+        return ErrorClass.BLOCKED, f"refused: {exc}"
+    reason = (exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+              or type(exc).__name__)
+    if isinstance(exc, socket.gaierror) and exc.errno in _NO_SUCH_NAME:
+        return ErrorClass.DNS, f"{host} does not resolve: {reason}"
+    return ErrorClass.DNS_TEMPORARY, f"{host} could not be resolved now: {reason}"
+
+
 class GuardedResolver(AbstractResolver):
+    """Resolves with ``inner`` (getaddrinfo in a thread by default) and refuses a name
+    with any address the policy refuses; a lookup taking over ``timeout`` seconds fails
+    with ``ResolverTimeout``."""
+
     def __init__(self, policy: AddressPolicy, inner: AbstractResolver | None = None,
-                 exempt: frozenset[str] = frozenset()) -> None:
+                 exempt: frozenset[str] = frozenset(), timeout: float | None = None) -> None:
         self.policy = policy
         self.inner = inner or ThreadedResolver()
         self.exempt = exempt  # the egress proxy's own host, which the operator chose
+        self.timeout = timeout
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        results = await self.inner.resolve(host, port, family)
+        try:
+            async with asyncio.timeout(self.timeout):
+                results = await self.inner.resolve(host, port, family)
+        except TimeoutError as exc:
+            if exc.errno is not None:
+                raise  # a socket's ETIMEDOUT: an OSError like any other lookup failure
+            within = f" within {self.timeout:g} s" if self.timeout is not None else ""
+            raise ResolverTimeout(f"no DNS answer{within}") from None
         if host not in self.exempt:
             reason = self.policy.first_refusal(r["host"] for r in results)
             if reason is not None:
