@@ -22,7 +22,7 @@ def _id(who: Partner) -> int:
 @router.get("")
 def list_deliveries(
     request: Request, who: Partner,
-    status: Literal["pending", "succeeded", "failed"] | None = None,
+    status: Literal["pending", "held", "succeeded", "failed"] | None = None,
     trigger: str | None = None, action_id: IdQuery = None,
     type: Literal["action-lifecycle", "action-clearing", "action-inquiry",
                   "product-data-change"] | None = None,
