@@ -45,7 +45,7 @@ from postback.core.retry import RetryPolicy
 from postback.db.engine import make_engine
 from postback.db.migrate import upgrade
 from postback.db.schema import delivery, delivery_attempt
-from postback.delivery import queue
+from postback.delivery import liveness, queue
 from postback.delivery.engine import Engine
 from postback.delivery.queue import Claim, Job
 from postback.models import (
@@ -147,9 +147,14 @@ class MemoryQueue:
         raise AssertionError("the memory queue never over-claims")
 
     def record(self, _db: Any, _worker: str, results: list[Any], _now: Any,
-               _policy: Any = None) -> None:
+               _policy: Any = None) -> list[Any]:
         self.left -= len(results)
         self.succeeded += sum(1 for r in results if r.outcome == "success")
+        return []
+
+    @staticmethod
+    def heartbeat(*_: Any) -> liveness.Beat:
+        return liveness.Beat(datetime.now(UTC), True, 0, 0, [])
 
 
 def child(db_url: str, key: str, client: str) -> None:
@@ -217,8 +222,10 @@ def peak_rss_mb() -> float:
 def memory_child(spec: str, key: str, client: str) -> None:
     _, count, partners, port = spec.split(":")
     memory = MemoryQueue(urls_for(int(count), int(partners), int(port)), int(partners))
-    queue.claim, queue.release, queue.record = (  # type: ignore[assignment]
+    queue.claim, queue.release, queue.record_isolating = (  # type: ignore[assignment]
         memory.claim, memory.release, memory.record)
+    liveness.heartbeat = memory.heartbeat  # type: ignore[assignment]
+    liveness.leave = lambda *_: None
     unused = f"sqlite:///{tempfile.gettempdir()}/drain-memory-unused.db"  # never opened
     engine = Engine(settings(unused, key, client), make_engine(unused))
 
