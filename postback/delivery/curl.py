@@ -327,9 +327,9 @@ def _headers(lines: list[bytes], handle: pycurl.Curl) -> dict[str, str]:
         line = line.rstrip(b"\r\n")
         if not line:
             ended = True
-        elif line[0] in b" \t" and fields:  # obs-fold (RFC 9112 section 5.2)
-            name, value = fields[-1]
-            fields[-1] = (name, value.rstrip(b" \t") + b" " + line.strip(b" \t"))
+        elif line[0] in b" \t" and fields:  # obs-fold (RFC 9112 section 5.2): the line
+            name, value = fields[-1]  # break goes, its white space stays (as in llhttp)
+            fields[-1] = (name, value + line)
         else:
             name, colon, value = line.partition(b":")
             if not colon:
