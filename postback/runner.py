@@ -105,6 +105,7 @@ def _check_port(host: str, port: int) -> None:
 def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     """Migrate, make the key and the operator token, then run the API, ``workers`` delivery
     engines and the scheduler as supervised processes until SIGTERM or SIGINT."""
+    _check_port(host, port)
     settings = with_secret_key(settings, create=True)
     db = open_database(settings, run_migrations=True)
     try:
@@ -112,7 +113,6 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
     finally:
         db.dispose()
     _warn_open_targets(settings)
-    _check_port(host, port)
     children = [ChildSpec("api", ("api", "--host", host, "--port", str(port))),
                 *(ChildSpec(f"engine-{i}", ("worker",)) for i in range(1, workers + 1)),
                 ChildSpec("scheduler", ("scheduler",))]
