@@ -43,6 +43,8 @@ from postback.sealing import MASK
 log = logging.getLogger("postback.engine")
 FLUSH_SIZE = 256
 FLUSH_INTERVAL = 0.02
+#: how long a stop waits for the last results to be written
+STOP_FLUSH_SECONDS = 2.0
 
 
 @dataclass
@@ -120,9 +122,15 @@ class Engine:
                     listener.cancel()
                 await self._drain()
                 flusher.cancel()
-                await self._flush()
+                try:  # a database that does not answer must not keep a stop waiting
+                    await asyncio.wait_for(self._flush(), STOP_FLUSH_SECONDS)
+                except TimeoutError:
+                    log.warning("stopping with %d attempts unrecorded: the database did not "
+                                "answer (those deliveries will be sent again)",
+                                len(self._results))
                 beater.cancel()
-                await self._leave()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._leave(), STOP_FLUSH_SECONDS)
 
     async def _claim_loop(self) -> None:
         assert self._wakeup is not None
