@@ -533,3 +533,88 @@ def test_the_test_tool_sends_four_at_a_time_and_says_so_over_that(live: Live) ->
     finally:
         gate.set()
         receiver.close()
+
+
+# -- /readyz, part by part ------------------------------------------------------------------
+
+
+def test_readyz_says_which_part_is_missing_and_why(make_service: Any) -> None:
+    from postback.services.scheduler import heartbeat, leave, scheduler_name
+    from tests.conftest import EngineThread
+
+    service: Service = make_service(start_engine=False, heartbeat_seconds=0.25)
+
+    def readyz() -> tuple[int, dict[str, Any]]:
+        response = service.client.get("/readyz")
+        body: dict[str, Any] = response.json()
+        return response.status_code, {k: (v["ok"], v["detail"])
+                                      for k, v in body["components"].items()}
+
+    status, parts = readyz()
+    assert status == 503
+    assert parts["database"] == (True, "answers") and parts["migrations"][0] is True
+    assert parts["engine"] == (False, "no engine worker is running (none has sent a "
+                                      "heartbeat)")
+    assert parts["scheduler"] == (False, "no scheduler is running (none has sent a heartbeat)")
+    engine = EngineThread(service.settings, service.db)
+    name = scheduler_name()
+    try:
+        heartbeat(service.db, name, 0.25)
+        wait_until(lambda: readyz()[0] == 200, 10, "/readyz 200")
+        parts = readyz()[1]
+        assert parts["engine"][1].startswith("1 engine worker, last heartbeat ")
+        assert parts["scheduler"][1].startswith("1 scheduler, last heartbeat ")
+        leave(service.db, name)  # a scheduler that stopped cleanly
+        status, parts = readyz()
+        assert status == 503 and parts["scheduler"][0] is False and parts["engine"][0] is True
+    finally:
+        engine.stop()
+    body = service.client.get("/readyz").json()
+    assert body["status"] == "not_ready"
+
+
+@SQLITE_ONLY
+def test_readyz_refuses_a_schema_other_than_the_code_expects(make_service: Any) -> None:
+    from postback.services.health import migration_head
+
+    service: Service = make_service(start_engine=False)
+    with service.db.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    body = service.client.get("/readyz").json()
+    head = ", ".join(sorted(migration_head()))
+    assert body["components"]["migrations"] == {
+        "ok": False,
+        "detail": f"the database is at 0001, this code expects {head}: run `postback migrate`"}
+
+
+def test_readyz_never_waits_longer_than_its_timeout(monkeypatch: pytest.MonkeyPatch,
+                                                    tmp_path: Path) -> None:
+    from postback.db.engine import make_engine
+    from postback.services import health
+
+    unreachable = make_engine("postgresql://postgres@127.0.0.1:1/none")
+    down = health.Readiness(unreachable, 1.0, timeout=10).check()
+    assert down["database"].ok is False and "OperationalError" in down["database"].detail
+    assert down["engine"] == health.Component(False, "unknown: the database did not answer")
+
+    release = threading.Event()
+    calls: list[int] = []
+
+    def hangs(*_args: Any) -> Any:
+        calls.append(1)
+        release.wait(30)
+        raise RuntimeError("late")
+
+    monkeypatch.setattr(health, "readiness", hangs)
+    answers = make_engine(f"sqlite:///{tmp_path}/any.db")
+    ready = health.Readiness(answers, 1.0, timeout=0.2)
+    try:
+        for _ in range(3):
+            assert ready.check()["database"] == health.Component(False,
+                                                                 "no answer within 0.2 s")
+        assert calls == [1]  # asked again while the first check hangs: no second thread
+    finally:
+        release.set()
+        ready.close()
+        answers.dispose()
+        unreachable.dispose()
