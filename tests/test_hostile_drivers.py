@@ -334,3 +334,29 @@ def test_a_two_digit_year_far_ahead_is_in_the_last_century() -> None:
     assert parse_retry_after("Thursday, 21-Oct-99 07:28:00 GMT", NOW) == 0.0
     assert parse_retry_after("Thursday, 21-Oct-16 07:28:00 GMT", NOW) == MAX_DELAY
 
+
+
+def test_a_bug_while_reading_the_answer_is_an_internal_response(
+        driver: type[Sender], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception in our own code, after the request went out, still ends the request
+    with a Response (INTERNAL: retried on the schedule), and the sender goes on."""
+    from postback.delivery import curl, http
+
+    def broken(_fields: object) -> dict[str, str]:
+        raise RuntimeError("a bug")
+
+    with HostileReceiver(Script(reply(b"HTTP/1.1 200 OK", [], b"OK"))) as server:
+        async def go() -> tuple[Response, Response]:
+            async with driver(CONNECT_TIMEOUT, TOTAL_TIMEOUT, 4, "test", LOOPBACK) as sender:
+                with monkeypatch.context() as patch:
+                    patch.setattr(curl, "response_headers", broken)
+                    patch.setattr(http, "response_headers", broken)
+                    failed = await asyncio.wait_for(
+                        sender.send("GET", f"{server.url}/pb", {}, None), LIMIT)
+                return failed, await sender.send("GET", f"{server.url}/pb", {}, None)
+
+        failed, after = asyncio.run(go())
+    assert (failed.status, failed.error) == (None, ErrorClass.INTERNAL), failed
+    assert failed.message is not None and "RuntimeError: a bug" in failed.message
+    assert classify(None, failed.error)[0].value == "retry"
+    assert after.status == 200

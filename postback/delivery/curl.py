@@ -312,8 +312,11 @@ def _headers(lines: list[bytes], handle: pycurl.Curl) -> dict[str, str]:
     is not a field, or a head that never ended."""
     fields: list[tuple[bytes, bytes]] = []
     ended = False
-    for line in lines:
-        if line.startswith(b"HTTP/"):  # a status line: a new response begins
+    for line in lines:  # (the value keeps its CRLF: response_headers trims it)
+        if not line:
+            continue
+        first = line[0]
+        if first == 72 and line.startswith(b"HTTP/"):  # a status line: a new response
             if len(line) > MAX_HEADER_FIELD:
                 raise InvalidAnswer(f"the status line is over {MAX_HEADER_FIELD} bytes")
             if not line.startswith(b"HTTP/1.") and handle.getinfo(
@@ -321,15 +324,13 @@ def _headers(lines: list[bytes], handle: pycurl.Curl) -> dict[str, str]:
                 # libcurl takes "HTTP/2 200" on an HTTP/1 connection (aiohttp does not)
                 raise InvalidAnswer(f"the status line {line[:100].rstrip()!r} is not HTTP/1.x")
             fields, ended = [], False
-            continue
-        if ended:
+        elif ended:
             continue  # trailers
-        line = line.rstrip(b"\r\n")
-        if not line:
+        elif first in (13, 10):  # the blank line that ends the head
             ended = True
-        elif line[0] in b" \t" and fields:  # obs-fold (RFC 9112 section 5.2): the line
+        elif first in (32, 9) and fields:  # obs-fold (RFC 9112 section 5.2): the line
             name, value = fields[-1]  # break goes, its white space stays (as in llhttp)
-            fields[-1] = (name, value + line)
+            fields[-1] = (name, value.rstrip(b"\r\n") + line)
         else:
             name, colon, value = line.partition(b":")
             if not colon:

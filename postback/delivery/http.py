@@ -188,7 +188,17 @@ def header_text(raw: bytes) -> str:
         return raw.decode("latin-1")
 
 
-_good_fields: set[bytes] = set()
+#: names seen before, as (name, its lower case): names repeat, each is judged once
+_field_names: dict[bytes, tuple[str, str]] = {}
+
+
+def _field_name(raw: bytes) -> tuple[str, str]:
+    if _TOKEN_BYTES.fullmatch(raw) is None:
+        raise InvalidAnswer(f"the header name {header_text(raw)[:100]!r} is not a valid token")
+    name = raw.decode("ascii")  # a token is ASCII
+    if len(_field_names) < 4096:
+        _field_names[raw] = (name, name.lower())
+    return name, name.lower()
 
 
 def response_headers(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
@@ -198,29 +208,26 @@ def response_headers(fields: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
     name as first spelled. ``InvalidAnswer`` for a name that is not a token or a head over
     ``MAX_RESPONSE_HEADERS`` / ``MAX_HEADER_FIELD`` / ``MAX_RESPONSE_HEADER_BYTES``."""
     out: dict[str, str] = {}
-    spelled: dict[str, str] = {}
+    spelled: dict[str, str] = {}  # lower case -> the name as first spelled
     count = size = 0
     for raw_name, raw_value in fields:
-        if raw_name not in _good_fields:
-            if _TOKEN_BYTES.fullmatch(raw_name) is None:
-                raise InvalidAnswer(f"the header name {header_text(raw_name)[:100]!r} is not "
-                                    "a valid token")
-            if len(_good_fields) < 4096:
-                _good_fields.add(raw_name)
-        value = raw_value.strip(b" \t")
+        name, lower = _field_names.get(raw_name) or _field_name(raw_name)
+        value = raw_value.strip(b" \t\r\n")  # (libcurl's lines end in CRLF)
         field = len(raw_name) + len(value)
+        if field > MAX_HEADER_FIELD:
+            raise InvalidAnswer(f"the header {name} is over {MAX_HEADER_FIELD} bytes")
         count += 1
         size += field
-        if field > MAX_HEADER_FIELD:
-            raise InvalidAnswer(f"the header {header_text(raw_name)[:100]} is over "
-                                f"{MAX_HEADER_FIELD} bytes")
-        name = raw_name.decode("ascii")  # a token is ASCII
-        text = header_text(value)
-        first = spelled.setdefault(name.lower(), name)
-        if first in out:
-            out[first] = f"{out[first]}, {text}"
+        try:  # header_text, inline: this runs for every field of every answer
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            text = value.decode("latin-1")
+        first = spelled.get(lower)
+        if first is None:
+            spelled[lower] = name
+            out[name] = text
         else:
-            out[first] = text
+            out[first] = f"{out[first]}, {text}"
     if count > MAX_RESPONSE_HEADERS:
         raise InvalidAnswer(f"more than {MAX_RESPONSE_HEADERS} header fields")
     if size > MAX_RESPONSE_HEADER_BYTES:
