@@ -1,22 +1,30 @@
-"""Alembic environment: migrations run against the URL that postback was given."""
+"""Alembic environment: migrations run against the URL that postback was given.
+
+The whole upgrade is one transaction (see postback.db.migrate): it is begun here, before
+Alembic is configured, so Alembic runs every migration and its version update inside it and
+leaves the commit to us. A migration must therefore not use ``autocommit_block()``.
+"""
 
 from __future__ import annotations
 
 from alembic import context
-from sqlalchemy import create_engine, pool
 
+from postback.db.migrate import lock_for_upgrade, migration_engine
 from postback.db.schema import metadata
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
 assert url is not None
-connectable = create_engine(url, poolclass=pool.NullPool)
-with connectable.connect() as connection:
-    context.configure(
-        connection=connection,
-        target_metadata=metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
-    )
-    with context.begin_transaction():
+connectable = migration_engine(url)
+try:
+    with connectable.connect() as connection, connection.begin():
+        lock_for_upgrade(connection)
+        context.configure(
+            connection=connection,
+            target_metadata=metadata,
+            render_as_batch=connection.dialect.name == "sqlite",
+            transactional_ddl=True,  # so it is, on SQLite too (postback.db.migrate)
+        )
         context.run_migrations()
-connectable.dispose()
+finally:
+    connectable.dispose()
