@@ -156,10 +156,10 @@ def request_problem(method: str, headers: Mapping[str, str]) -> str | None:
     """Why this request cannot be sent as written (a method or header name that is not an
     RFC 9110 token; a header value with CR, LF, NUL or another control character, or
     that is not text), or None. Values may be any other text: they go as UTF-8."""
-    if not _is_token(method):
+    if method not in _good_names and not _is_token(method):
         return f"the method {method!r} is not a valid HTTP method"
     for name, value in headers.items():
-        if not _is_token(name):
+        if name not in _good_names and not _is_token(name):
             return f"the header name {name!r} cannot be sent (only letters, digits and " \
                 "!#$%&'*+-.^_`|~ may be in a name)"
         if not (value.isascii() and value.isprintable()):
@@ -286,36 +286,32 @@ class Sender(ABC):
         ours included (``INTERNAL``), is a ``Response`` with its error class."""
         started = time.perf_counter()
         try:
-            return await self._send(method, url, headers, body, started)
+            try:
+                target = URL(wire_url(url), encoded=True)
+                if target.scheme not in ("http", "https") or not target.raw_host:
+                    raise ValueError("not an absolute http(s) URL")
+            except ValueError as exc:
+                return failure(started, ErrorClass.INVALID_URL, str(exc))
+            problem = request_problem(method, headers)
+            if problem is not None:
+                return failure(started, ErrorClass.INVALID_REQUEST, problem)
+            host = target.raw_host
+            literal, reason = self._literal_refusal(host)
+            if reason is None and not literal and self.proxy:
+                # through a proxy the proxy dials: vet the target's addresses here first
+                try:
+                    await self.resolver.resolve(host, target.port or 0, socket.AF_UNSPEC)
+                except BlockedAddress as exc:
+                    reason = str(exc)
+                except OSError:
+                    pass  # let the proxy report what it finds
+            if reason is not None:
+                return failure(started, ErrorClass.BLOCKED, f"refused: {reason}")
+            return await self._transmit(method, target, literal, headers, body, started)
         except Exception as exc:
             log.exception("sending %s %s failed unexpectedly", method, url[:200])
             return failure(started, ErrorClass.INTERNAL,
                            f"internal error while sending: {type(exc).__name__}: {exc}")
-
-    async def _send(self, method: str, url: str, headers: dict[str, str],
-                    body: bytes | None, started: float) -> Response:
-        try:
-            target = URL(wire_url(url), encoded=True)
-            if target.scheme not in ("http", "https") or not target.raw_host:
-                raise ValueError("not an absolute http(s) URL")
-        except ValueError as exc:
-            return failure(started, ErrorClass.INVALID_URL, str(exc))
-        problem = request_problem(method, headers)
-        if problem is not None:
-            return failure(started, ErrorClass.INVALID_REQUEST, problem)
-        host = target.raw_host
-        literal, reason = self._literal_refusal(host)
-        if reason is None and not literal and self.proxy:
-            # through a proxy the proxy dials: vet the target's addresses here first
-            try:
-                await self.resolver.resolve(host, target.port or 0, socket.AF_UNSPEC)
-            except BlockedAddress as exc:
-                reason = str(exc)
-            except OSError:
-                pass  # let the proxy report what it finds
-        if reason is not None:
-            return failure(started, ErrorClass.BLOCKED, f"refused: {reason}")
-        return await self._transmit(method, target, literal, headers, body, started)
 
     @abstractmethod
     async def _transmit(self, method: str, target: URL, literal: bool,
