@@ -83,6 +83,7 @@ class Engine:
         self._last_beat = time.monotonic()
         self._leases: dict[int, datetime] = {}
         self._dropped: set[int] = set()
+        self._unsent: list[int] = []  # dropped while no heartbeat got through
         self._beaten = False
 
     def now(self) -> datetime:
@@ -241,6 +242,8 @@ class Engine:
         while ep.waiting and not self._stopping:
             job = ep.waiting.popleft()
             if job.id in self._dropped or not self._alive():
+                if job.id not in self._dropped:  # handed back once a heartbeat gets through
+                    self._unsent.append(job.id)
                 self._dropped.discard(job.id)
                 self._leases.pop(job.id, None)
                 self._held -= 1
@@ -361,13 +364,16 @@ class Engine:
             log.warning("this worker had been presumed dead (no heartbeat for %g s): what "
                         "it held was handed to others", STALE_HEARTBEATS * s.heartbeat_seconds)
             self._dropped.update(watch)
-        if beat.held:
-            self._dropped.update(beat.held)
+        # only what still waits: one started meanwhile is on the wire and will be recorded
+        waiting = {job.id for ep in self._endpoints.values() for job in ep.waiting}
+        held = [job_id for job_id in beat.held if job_id in waiting]
+        self._dropped.update(held)
+        unsent, self._unsent = [*held, *self._unsent], []
+        if unsent:
             try:
-                await asyncio.to_thread(queue.release, self.db, self.name, beat.held,
-                                        self.now())
+                await asyncio.to_thread(queue.release, self.db, self.name, unsent, self.now())
             except Exception:
-                log.exception("release of held deliveries failed")
+                log.exception("release of %d unsent deliveries failed", len(unsent))
         if beat.reclaimed:
             log.warning("took up %d deliveries from workers that stopped heartbeating",
                         beat.reclaimed)

@@ -17,11 +17,10 @@ from postback.db.schema import action, event_type, inquiry, notification_setting
 from postback.delivery.http import Sender, outgoing_headers
 from postback.delivery.queue import signing_keys
 from postback.models import NotificationSettingIn, SettingTestIn
-from postback.sealing import Sealer
+from postback.sealing import MASK, Sealer
 from postback.services.errors import Invalid, NotFound
 from postback.services.ids import uuid7
 from postback.services.notification_settings import (
-    MASK,
     Compiled,
     check_available,
     check_setting,

@@ -23,6 +23,7 @@ from postback.core.routing import EXTRA_TRIGGERS, LIFECYCLE
 from postback.db.engine import reader
 from postback.db.schema import delivery, notification_setting
 from postback.models import EventLevelSettingIn, NotificationSettingIn, SettingTestIn
+from postback.sealing import MASK
 from postback.services import notification_settings as ns
 from postback.services import programs, test_tool
 from postback.services.errors import Invalid, NotFound
@@ -213,7 +214,7 @@ def _setting_in(values: dict[str, Any], saved: Any, p: Page,
     old = sealer.open_values(saved["headers"]) if saved is not None else {}
     headers = {}
     for name, value in values["headers"]:
-        headers[name] = old.get(name, "") if value == ns.MASK else value
+        headers[name] = old.get(name, "") if value == MASK else value
 
     def blank_none(key: str) -> str | None:
         text = str(values.get(key) or "").strip()
