@@ -142,7 +142,7 @@ class _Server(uvicorn.Server):
 async def api(settings: Settings, host: str, port: int) -> None:
     """The API and the web app. New deliveries wake the engines of every process
     (``db.wakeup``); ``/readyz`` reports on the whole deployment."""
-    from postback.api.app import create_app
+    from postback.asgi import create_app
     from postback.db.wakeup import waker
     from postback.services.health import Readiness
 

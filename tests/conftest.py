@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy import text
 
-from postback.api.app import create_app
+from postback.asgi import create_app
 from postback.config import Settings
 from postback.core.addresses import AddressPolicy
 from postback.core.retry import RetryPolicy

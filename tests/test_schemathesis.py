@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from postback.api.app import create_app
+from postback.asgi import create_app
 from postback.db.engine import make_engine
 from postback.db.migrate import upgrade
 from tests.conftest import ADMIN, Service, build_world, settings_for

@@ -1,9 +1,9 @@
-"""The FastAPI application: routes, error handling, liveness (``/healthz``) and readiness
-(``/readyz``).
+"""The HTTP API: routes, error handling, liveness (``/healthz``) and readiness
+(``/readyz``). ``postback.asgi`` puts it together with the web app.
 
 Every route handler that touches the database, DNS or the network is a plain ``def``, which
 FastAPI runs on its thread pool, so no request ever holds up the event loop (and with it
-every other request); the test tool sends on its own bounded lane (``lane.py``)."""
+every other request); the test tool sends on its own bounded lane (``services/lane.py``)."""
 
 from __future__ import annotations
 
@@ -28,17 +28,16 @@ from postback.api import (
     notifications,
     programs,
 )
-from postback.api.lane import TestLane
 from postback.api.limits import BodyLimit
 from postback.config import Settings
 from postback.services.health import Readiness
-from postback.web import install as install_web
+from postback.services.lane import TestLane
 
 
-def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None = None,
+def create_api(settings: Settings, db: Engine, wake: Callable[[], None] | None = None,
                readiness: Readiness | None = None) -> FastAPI:
-    """The API and the web app over ``db``. ``wake`` is called after every commit that
-    creates due deliveries (thread-safe; ``db.wakeup.waker`` across processes)."""
+    """The API over ``db``. ``wake`` is called after every commit that creates due
+    deliveries (thread-safe; ``db.wakeup.waker`` across processes)."""
     app = FastAPI(
         docs_url=None,
         redoc_url=None,
@@ -93,5 +92,4 @@ def create_app(settings: Settings, db: Engine, wake: Callable[[], None] | None =
             "components": {name: {"ok": c.ok, "detail": c.detail}
                            for name, c in components.items()}})
 
-    install_web(app)
     return app

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from postback.api.deps import IdPath, Partner, read, write
-from postback.api.lane import Busy, TestLane
 from postback.models import EventLevelSettingIn, NotificationSettingIn, RotateIn, SettingTestIn
 from postback.services import notification_settings as ns
 from postback.services import test_tool
+from postback.services.lane import Busy, TestLane
 
 router = APIRouter(prefix="/v1/event-notifications", tags=["event notifications"])
 

@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import Connection, select
 
-from postback.api.lane import Busy, TestLane
 from postback.core.lifecycle import RuleViolation
 from postback.core.render import BodyFormat, TemplateError
 from postback.core.routing import EXTRA_TRIGGERS, LIFECYCLE
@@ -28,6 +27,7 @@ from postback.services import notification_settings as ns
 from postback.services import programs, test_tool
 from postback.services.errors import Invalid, NotFound
 from postback.services.ids import uuid7
+from postback.services.lane import Busy, TestLane
 from postback.web.pages import (
     Forbidden,
     Form,
