@@ -274,3 +274,52 @@ def test_no_page_without_a_session_and_no_other_accounts_data(
     stranger.goto(f"{server.url}/brand")
     playwright_sync.expect(stranger.locator("h1")).to_have_text("Not allowed")
     stranger.context.close()
+
+
+@pytest.mark.parametrize("lang", ["en-US", "zh-CN"])
+def test_a_paused_postback_shows_what_it_holds_and_discards_it(
+        browser: Any, site: tuple[LiveServer, World], tmp_path: Path, lang: str) -> None:
+    """Held deliveries are named on both pages, in the partner's language; Discard is a
+    POST that lands back on the list (reload repeats nothing)."""
+    server, world = site
+    shots = shots_dir(tmp_path)
+    body = {"url": "http://127.0.0.1:9/pb?e={EventId}", "method": "GET",
+            "body_format": "json", "body": "", "enabled": True}
+    world.partner("PUT", "/v1/event-notifications/action-lifecycle", 200, json=body)
+    if world.service.engine is not None:
+        world.service.engine.stop()  # keep them queued
+    world.report()
+    world.report()
+    world.partner("PUT", "/v1/event-notifications/action-lifecycle", 200,
+                  json={**body, "enabled": False})
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, locale=lang)
+    page = context.new_page()
+    sign_in_as = "API key" if lang == "en-US" else "API 密钥"
+    page.goto(f"{server.url}/partner/event-notifications")
+    page.get_by_label(sign_in_as).fill(world.partner_key)
+    page.locator("button[type=submit]").click()
+    page.wait_for_url(re.compile(r"/partner/event-notifications$"))
+    held = page.locator("tr[data-type=action-lifecycle] .held-count")
+    expected = ("2 deliveries held until it is on again" if lang == "en-US"
+                else "2 个投递已暂缓，待重新开启后发送")
+    playwright_sync.expect(held).to_contain_text(expected)
+    page.screenshot(path=str(shots / f"held-{lang}.png"), full_page=True)
+
+    held.get_by_role("link").click()
+    page.wait_for_url(re.compile(r"status=held"))
+    rows = page.locator("table tbody tr")
+    playwright_sync.expect(rows).to_have_count(2)
+    rows.first.locator("a").first.click()
+    notice = page.locator("#held-reason")
+    playwright_sync.expect(notice).to_contain_text(
+        "you turned this postback off" if lang == "en-US" else "您已关闭此回传")
+    assert page.get_by_role("button", name="Resend").count() == 0
+    page.screenshot(path=str(shots / f"held-delivery-{lang}.png"), full_page=True)
+
+    page.goto(f"{server.url}/partner/event-notifications")
+    page.locator("tr[data-type=action-lifecycle] .held-count button").click()
+    page.wait_for_url(re.compile(r"/partner/event-notifications$"))
+    assert page.locator("tr[data-type=action-lifecycle] .held-count").count() == 0
+    statuses = {d["status"] for d in world.partner("GET", "/v1/deliveries", 200)["items"]}
+    assert statuses == {"failed"}
+    context.close()

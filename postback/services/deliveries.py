@@ -22,7 +22,7 @@ from postback.services.paging import page
 def delivery_out(row: Any) -> dict[str, Any]:
     return {
         "id": row.id, "event_id": row.event_id, "type": row.notification_type,
-        "trigger": row.trigger, "status": row.status, "held_reason": None,
+        "trigger": row.trigger, "status": row.status, "held_by": None, "held_reason": None,
         "setting_id": row.setting_id, "action_id": row.action_id,
         "request": {"method": row.method, "url": row.url, "headers": row.headers,
                     "body": row.body},
@@ -73,13 +73,14 @@ def _held_reasons(conn: Connection, items: list[dict[str, Any]]) -> None:
     held = {item["setting_id"] for item in items if item["status"] == "held"}
     if not held:
         return
-    reasons = {row.id: row.disabled_reason or "the partner turned this postback off"
-               for row in conn.execute(select(
-                   notification_setting.c.id, notification_setting.c.disabled_reason)
-                   .where(notification_setting.c.id.in_(held)))}
+    reasons = {row.id: row.disabled_reason for row in conn.execute(select(
+        notification_setting.c.id, notification_setting.c.disabled_reason)
+        .where(notification_setting.c.id.in_(held)))}
     for item in items:
         if item["status"] == "held":
-            item["held_reason"] = reasons.get(item["setting_id"], "its setting is off")
+            auto = reasons.get(item["setting_id"])
+            item["held_by"] = "auto" if auto else "partner"
+            item["held_reason"] = auto or "the partner turned this postback off"
 
 
 def last_latencies(conn: Connection, delivery_ids: list[int]) -> dict[int, float]:
@@ -144,13 +145,10 @@ def resend_delivery(conn: Connection, partner_id: int, delivery_id: int,
     if row.status == "pending" and row.lease_owner is not None and row.next_attempt_at > now:
         raise RuleViolation("delivery_in_flight", "this delivery is being sent right now; "
                             "read it again in a moment")
-    off = row.setting_id is not None and conn.execute(select(notification_setting.c.id).where(
-        notification_setting.c.id == row.setting_id,
-        (notification_setting.c.enabled.is_(False))
-        | notification_setting.c.disabled_at.is_not(None))).first() is not None
     conn.execute(update(delivery).where(delivery.c.id == delivery_id).values(
-        status="held" if off else "pending", failures=0, next_attempt_at=now,
-        lease_owner=None, open_claims=0, completed_at=None))
+        status="pending", failures=0, next_attempt_at=now, lease_owner=None,
+        open_claims=0, completed_at=None))
+    _hold_if_off(conn, [delivery_id])
     notify_due(conn)
     return get_delivery(conn, partner_id, delivery_id)
 
@@ -179,8 +177,18 @@ def recover_failed(engine: Engine, now: datetime, *, since: datetime,
             done += conn.execute(update(delivery).where(
                 delivery.c.id.in_(ids[start:start + chunk]), delivery.c.status == "failed")
                 .values(status="pending", failures=0, next_attempt_at=now, lease_owner=None,
-                        completed_at=None)).rowcount
+                        open_claims=0, completed_at=None)).rowcount
+            _hold_if_off(conn, ids[start:start + chunk])
             notify_due(conn)
         if progress is not None:
             progress(min(start + chunk, len(ids)), len(ids))
     return done
+
+
+def _hold_if_off(conn: Connection, ids: list[int]) -> None:
+    """Queued again while its setting is off: held, not sent, until it is turned on."""
+    off = select(notification_setting.c.id).where(
+        notification_setting.c.enabled.is_(False) | notification_setting.c.disabled_at.is_not(None))
+    conn.execute(update(delivery).where(delivery.c.id.in_(ids), delivery.c.status == "pending",
+                                        delivery.c.setting_id.in_(off))
+                 .values(status="held"))

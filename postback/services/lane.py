@@ -23,6 +23,7 @@ class Busy(Exception):
     """Every place in the lane is taken."""
 
     def __init__(self, size: int) -> None:
+        self.size = size
         super().__init__(f"{size} tests are being sent already; wait a few seconds for one "
                          "to finish and test again")
 

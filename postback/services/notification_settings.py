@@ -10,7 +10,7 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from postback.config import Settings
 from postback.core.addresses import AddressPolicy, literal_ip
@@ -251,14 +251,25 @@ def list_settings(conn: Connection, partner_id: int) -> list[dict[str, Any]]:
         notification_setting.c.scope == "global")).mappings()}
     kind = conn.execute(select(partner.c.partner_type)
                         .where(partner.c.id == partner_id)).scalar_one()
+    held = held_counts(conn, partner_id)
     return [
         {"type": t.slug, "title": t.title, "fires_on": list(t.fires_on),
          "tokens": sorted(t.vocabulary),
          "available": unavailable_reason(t.slug, kind) is None,
          "unavailable_reason": unavailable_reason(t.slug, kind),
-         "setting": setting_out(rows[t.slug]) if t.slug in rows else None}
+         "setting": {**setting_out(rows[t.slug]),
+                     "held_deliveries": held.get(rows[t.slug]["id"], 0)}
+         if t.slug in rows else None}
         for t in TYPES.values()
     ]
+
+
+def held_counts(conn: Connection, partner_id: int) -> dict[int, int]:
+    """How many deliveries each of the partner's settings holds while it is off."""
+    return {row.setting_id: row.n for row in conn.execute(
+        select(delivery.c.setting_id, func.count().label("n"))
+        .where(delivery.c.status == "held", delivery.c.partner_id == partner_id)
+        .group_by(delivery.c.setting_id))}
 
 
 def put_setting(conn: Connection, partner_id: int, slug: str, body: NotificationSettingIn,

@@ -20,7 +20,7 @@ from postback.web.chart import hourly_svg
 from postback.web.pages import Forbidden, Form, page, redirect, utc_input
 
 router = APIRouter(prefix="/partner/deliveries", include_in_schema=False)
-STATUSES = ("pending", "succeeded", "failed")
+STATUSES = ("pending", "held", "succeeded", "failed")
 TRIGGERS = ("TRACKED", "MODIFIED", "REVERSED", "LOCKED", "PAID", "CLEARED",
             "INQUIRY_CREATED", "INQUIRY_RESOLVED", "ADDED", "UPDATED", "REMOVED")
 

@@ -23,7 +23,7 @@ HERE = Path(__file__).parent
 #: shown through _(value) in templates, so the extractor cannot see them: type titles,
 #: states, and every token's meaning (the token picker)
 FROM_CODE = (*(t.title for t in TYPES.values()),
-             "pending", "succeeded", "failed", "success", "retry", "permanent_failure",
+             "pending", "held", "succeeded", "failed", "success", "retry", "permanent_failure",
              *(t.meaning for t in (*ACTION_TOKENS, *INQUIRY_TOKENS, *CATALOG_TOKENS)))
 
 

@@ -98,6 +98,24 @@ def add_event_level(request: Request, sent: Form) -> Response:
     return redirect("/partner/event-notifications#event-level")
 
 
+@router.post("/{slug}/held/discard")
+def discard_held(slug: str, request: Request, sent: Form) -> Response:
+    """Give up what a turned-off postback holds (Post/Redirect/Get back to the list)."""
+    p = page(request, "partner")
+    p.form(sent)
+    try:
+        with request.app.state.db.begin() as conn:
+            ns.discard_held(conn, p.account_id, slug)
+    except (NotFound, RuleViolation):
+        raise Forbidden(p.gettext("There is no such postback."), 404) from None
+    return redirect("/partner/event-notifications")
+
+
+def _busy(p: Page, exc: Busy) -> str:
+    return p.gettext("%(n)s tests are being sent already; wait a few seconds for one to "
+                     "finish and test again", n=exc.size)
+
+
 @router.post("/event-level/{setting_id}/delete")
 def delete_event_level(setting_id: int, request: Request, sent: Form) -> Response:
     p = page(request, "partner")
@@ -132,7 +150,7 @@ def test_scoped(setting_id: int, request: Request, sent: Form) -> Response:
     try:
         result = _lane(request).send(config, setting, compiled, sample, event_id)
     except Busy as exc:
-        raise Forbidden(str(exc), 429) from None
+        raise Forbidden(_busy(p, exc), 429) from None
     return p.render("partner/test_result.html", result=result, setting=ns.setting_out(row))
 
 
@@ -315,7 +333,7 @@ def test(slug: str, request: Request, sent: Form) -> Response:
     try:
         result = _lane(request).send(config, setting, compiled, sample, event_id)
     except Busy as exc:
-        return _edit(p, slug, values, status=429, errors={"form": str(exc)},
+        return _edit(p, slug, values, status=429, errors={"form": _busy(p, exc)},
                      saved_exists=saved is not None)
     return _edit(p, slug, values, result=result, saved_exists=saved is not None)
 
