@@ -83,18 +83,17 @@ async def ceiling(urls: list[str], concurrency: int = 512) -> float:
 
 
 class Service:
-    def __init__(self, db_url: str, workdir: Path, workers: int = 0) -> None:
+    def __init__(self, db_url: str, workdir: Path, workers: int = 1) -> None:
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "POSTBACK_DATABASE_URL": db_url, "POSTBACK_ADMIN_TOKEN": ADMIN,
                "POSTBACK_ALLOW_TARGETS": "127.0.0.0/8"}
+        # serve supervises the API, the scheduler and ``workers`` engine processes
         self.procs = [subprocess.Popen(
-            [sys.executable, "-m", "postback", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "postback", "serve", "--port", str(self.port),
+             "--workers", str(workers)],
             cwd=workdir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
         wait_http(f"{self.api}/healthz")
-        self.procs += [subprocess.Popen(
-            [sys.executable, "-m", "postback", "worker"], cwd=workdir, env=env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(workers)]
 
     def call(self, method: str, path: str, key: str, body: Any) -> Any:
         req = urllib.request.Request(f"{self.api}{path}", method=method,
@@ -159,7 +158,7 @@ def wait_received(receiver: str, count: int) -> Any:
 
 
 def run_engine(db_url: str, workdir: Path, receiver: str, actions: int, batch: int,
-               partners: int, rate: int, seconds: float, workers: int = 0) -> dict[str, float]:
+               partners: int, rate: int, seconds: float, workers: int = 1) -> dict[str, float]:
     """Saturation (as fast as the API takes batches), then a steady offered load."""
     service = Service(db_url, workdir, workers)
     try:
@@ -209,8 +208,8 @@ def main() -> None:
         get(f"{receiver}/__reset")
         rows.append(("bare aiohttp loop (ceiling)", {"per_s": asyncio.run(ceiling(urls))}))
         with tempfile.TemporaryDirectory() as tmp:
-            for workers in (0, 1):
-                label = "" if workers == 0 else f" + {workers} worker"
+            for workers in (1, 2):
+                label = f" --workers {workers}"
                 rows.append((f"postback serve{label}, SQLite", run_engine(
                     f"sqlite:///{tmp}/bench{workers}.db", Path(tmp), receiver, args.actions,
                     args.batch, args.partners, args.rate, args.seconds, workers)))

@@ -12,8 +12,9 @@
   takes up the work of workers that stopped, renews the leases of what this worker still
   holds, and reads the database's clock, which every time here is taken from. A worker
   that cannot heartbeat sends nothing more (others are about to take its work).
-* Wake-ups: ``wake()`` (thread-safe) when the API commits new deliveries in this process;
-  LISTEN/NOTIFY on PostgreSQL for commits anywhere; otherwise a poll every
+* Wake-ups (``db.wakeup.listener``): LISTEN/NOTIFY on PostgreSQL for commits anywhere; on
+  SQLite a datagram socket beside the database file, which the API process writes to after
+  each commit; ``wake()`` (thread-safe) in the same process; otherwise a poll every
   ``poll_interval`` seconds.
 """
 
