@@ -271,6 +271,8 @@ class Engine:
         return self._result(job, started, headers or {}, response)
 
     def _broken(self, broken: queue.Broken) -> queue.Result:
+        log.error("delivery %s (setting %s) cannot be sent: %s", broken.job.id,
+                  broken.job.setting_id, broken.reason)
         return self._failure(broken.job, self.now(), ErrorClass.INTERNAL, broken.reason,
                              permanent=broken.permanent)
 
