@@ -143,8 +143,7 @@ _good_names: set[str] = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 
 
 def _is_token(name: str) -> bool:
-    if name in _good_names:
-        return True
+    """Whether a name not yet in ``_good_names`` is a token (and remember it if so)."""
     if _TOKEN.fullmatch(name) is None:
         return False
     if len(_good_names) < 4096:  # names repeat: judge each once
