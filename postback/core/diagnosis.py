@@ -17,8 +17,18 @@ def diagnose(outcome: Outcome, error: ErrorClass | None, status: int | None,
         return ("Refused: the host is or resolves to an address that is not on the public "
                 "internet (loopback, private, link-local, metadata...). Postbacks go to public "
                 "addresses only; this is not retried.")
+    if error is ErrorClass.DNS_TEMPORARY:
+        return ("DNS did not answer in time or failed for now (the name's servers may be "
+                "down or slow): this is retried.")
     if error is ErrorClass.INVALID_URL:
         return "The URL is not a valid absolute http(s) URL; this is not retried."
+    if error is ErrorClass.INVALID_REQUEST:
+        return ("The request cannot be sent as set up: a header name or value holds a line "
+                "break or another control character. Fix the setting's headers; this is not "
+                "retried.")
+    if error is ErrorClass.INTERNAL:
+        return ("An error on our side, not your server's: the attempt is recorded with the "
+                "reason and retried like any failure.")
     if error is ErrorClass.CONNECTION:
         return ("Connection failed or was refused: nothing accepted the connection at that "
                 "host and port, or it was dropped. Check that your server is up and reachable "

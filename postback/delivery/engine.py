@@ -286,7 +286,7 @@ class Engine:
                                job.error_response)
         next_at = None
         if outcome is Outcome.RETRY:
-            retry_after = parse_retry_after((response.headers or {}).get("Retry-After"),
+            retry_after = parse_retry_after(response.header("Retry-After"),
                                             started)
             delay = self.settings.retry.next_delay(job.failures + 1, response.status, error,
                                                    retry_after, random.random())
