@@ -73,7 +73,7 @@ def test_the_receiver_sees_the_configured_source_address(driver: type[Sender],
                 for _ in range(50):  # the receiver may still be starting
                     got = await sender.send("GET", "http://10.231.7.2:8080/pb", {}, None)
                     if got.status == 200:
-                        return str(got.body)
+                        return str(got.text)
                     await asyncio.sleep(0.1)
             raise AssertionError(f"no answer from the namespace: {got}")
 

@@ -4,6 +4,8 @@ are minutes off neither duplicate nor delay anything (the database's clock decid
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 import shutil
 import signal
@@ -26,11 +28,11 @@ ENV = {"POSTBACK_LEASE_SECONDS": "120", "POSTBACK_HEARTBEAT_SECONDS": "2",
        "POSTBACK_POLL_INTERVAL": "0.2", "POSTBACK_RETRY_SCHEDULE": "0.2,0.2,0.2"}
 
 
-def start_worker(db_url: str, prefix: tuple[str, ...] = (), **extra: str
-                 ) -> subprocess.Popen[bytes]:
+def start_worker(db_url: str, **extra: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, **LOOPBACK_ENV, **ENV, "POSTBACK_DATABASE_URL": db_url, **extra}
-    return subprocess.Popen([*prefix, sys.executable, "-m", "postback", "worker"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen([sys.executable, "-m", "postback", "worker"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
 
 
 def engines(db: Any) -> int:
@@ -46,14 +48,18 @@ def wait_until(check: Any, timeout: float, what: str) -> None:
 
 
 def stop_all(workers: list[subprocess.Popen[bytes]]) -> None:
-    for w in workers:
-        if w.poll() is None:
-            w.terminate()
+    """Stop them as serve would (SIGTERM, 20 s); anything left is killed, so no worker of
+    this test can take another test's deliveries."""
+    running = [w for w in workers if w.poll() is None]
+    for w in running:
+        w.terminate()
     for w in workers:
         try:
-            w.wait(timeout=25)
-        except subprocess.TimeoutExpired:
-            w.kill()
+            if w in running:
+                assert w.wait(timeout=20) == 0, "a worker did not stop cleanly on SIGTERM"
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(w.pid, signal.SIGKILL)
 
 
 def test_a_killed_workers_delivery_is_sent_again_within_15_s(make_service: Any) -> None:
@@ -115,17 +121,26 @@ def test_a_slow_receiver_gets_no_duplicate_past_the_lease(make_service: Any) -> 
         receiver.close()
 
 
-def faketime() -> str | None:
-    found = shutil.which("faketime")
-    if found is None and os.geteuid() == 0 and shutil.which("apt-get"):
+def libfaketime() -> str | None:
+    """Debian's libfaketime (package faketime), installed when missing and possible. It is
+    preloaded into the worker itself: the ``faketime`` wrapper forks, and a SIGTERM to the
+    wrapper would leave the worker running."""
+    def found() -> str | None:
+        return next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketime.so.1"))), None)
+
+    if found() is None and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
         for cmd in (["apt-get", "install", "-y", "-qq", "faketime"],
                     ["apt-get", "update", "-qq"],
                     ["apt-get", "install", "-y", "-qq", "faketime"]):
             subprocess.run(cmd, env=env, check=False, capture_output=True, timeout=600)
-            if (found := shutil.which("faketime")) is not None:
+            if found() is not None:
                 break
-    return found
+    return found()
+
+
+def skewed(lib: str, offset: str) -> dict[str, str]:
+    return {"LD_PRELOAD": lib, "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -134,25 +149,27 @@ def test_skewed_worker_clocks_cause_no_duplicate_and_no_delay(make_service: Any)
     PostgreSQL with 3 s leases and a receiver slower than a lease: on its own clock the one
     ahead would take the other's leases at once, and the one behind would see nothing due
     for 5 minutes."""
-    tool = faketime()
-    if tool is None:
+    lib = libfaketime()
+    if lib is None:
         if IN_CI:
             pytest.fail("faketime is not installed and cannot be (CI never skips this)")
         pytest.skip("faketime is not installed (apt-get install faketime)")
     service = make_service(start_engine=False)
     world = build_world(service)
     receiver = Receiver(lambda _req: Answer(200, delay=4))
-    short = {"POSTBACK_LEASE_SECONDS": "3", "POSTBACK_HEARTBEAT_SECONDS": "0.5",
-             "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
-    behind = start_worker(service.settings.database_url, (tool, "-f", "-5m"), **short)
+    short = {"POSTBACK_LEASE_SECONDS": "3", "POSTBACK_HEARTBEAT_SECONDS": "0.5"}
+    behind = start_worker(service.settings.database_url, **short, **skewed(lib, "-5m"))
     workers = [behind]
     try:
         world.subscribe(f"{receiver.url}/pb?e={{EventId}}")
         wait_until(lambda: engines(service.db) == 1, 20, "the worker behind never heartbeat")
+        reported = time.monotonic()
         world.report()
         receiver.wait_for(1, timeout=10)  # no delay: due on the database's clock
-        workers.append(start_worker(service.settings.database_url, (tool, "-f", "+5m"),
-                                    **short))
+        print(f"[liveness] a worker 5 min behind sent a new postback "
+              f"{(receiver.requests[0].at - reported) * 1000:.0f} ms after it was reported")
+        workers.append(start_worker(service.settings.database_url, **short,
+                                    **skewed(lib, "+5m")))
         wait_until(lambda: engines(service.db) == 2, 20, "the worker ahead never heartbeat")
         for _ in range(6):
             world.report()
@@ -164,6 +181,8 @@ def test_skewed_worker_clocks_cause_no_duplicate_and_no_delay(make_service: Any)
 
         wait_until(done, 40, "not all recorded")
         counts = Counter(r.query["e"] for r in receiver.requests)
+        print(f"[liveness] workers at -5 min and +5 min, 3 s leases, 4 s answers: "
+              f"{len(counts)} postbacks, {sum(counts.values()) - len(counts)} duplicates")
         assert len(counts) == 7 and set(counts.values()) == {1}, counts
     finally:
         stop_all(workers)

@@ -36,6 +36,8 @@ def keys() -> tuple[str, str, str]:
 @schema.parametrize()
 @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_server_error_and_no_schema_violation(case: Any) -> None:
+    # /readyz answers a documented 503 while no engine heartbeats (none runs here)
+    checks = [response_schema_conformance] if case.path == "/readyz" else [
+        not_a_server_error, response_schema_conformance]
     for key in keys():
-        case.call_and_validate(headers={"Authorization": f"Bearer {key}"},
-                               checks=[not_a_server_error, response_schema_conformance])
+        case.call_and_validate(headers={"Authorization": f"Bearer {key}"}, checks=checks)

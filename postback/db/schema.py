@@ -328,6 +328,9 @@ delivery = Table(
     Column("completed_at", UTCDateTime),
     Index("ix_delivery_due", "status", "next_attempt_at"),
     Index("ix_delivery_partner", "partner_id", "id"),
+    # held rows only (a partial index costs the hot path nothing): resume, count, discard
+    Index("ix_delivery_held", "setting_id", postgresql_where=text("status = 'held'"),
+          sqlite_where=text("status = 'held'")),
 )
 
 delivery_attempt = Table(

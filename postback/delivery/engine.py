@@ -22,12 +22,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
 from collections import deque
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine as DbEngine
 
@@ -44,8 +48,11 @@ from postback.sealing import MASK
 log = logging.getLogger("postback.engine")
 FLUSH_SIZE = 256
 FLUSH_INTERVAL = 0.02
-#: how long a stop waits for the last results to be written
-STOP_FLUSH_SECONDS = 2.0
+#: how long a stop waits for the last results to be written, then to sign off (with the
+#: drain, at most the total timeout + 3 s: inside serve's 18 s with the default 15 s)
+STOP_FLUSH_SECONDS = 1.5
+STOP_LEAVE_SECONDS = 1.0
+T = TypeVar("T")
 
 
 @dataclass
@@ -86,6 +93,23 @@ class Engine:
         self._dropped: set[int] = set()
         self._unsent: list[int] = []  # dropped while no heartbeat got through
         self._beaten = False
+        self._write_failures = 0  # flushes in a row that wrote nothing
+        # the database's work on threads of its own: a pile of slow DNS lookups on the
+        # default executor must not hold up a claim, a record or, above all, a heartbeat
+        self._db_threads = ThreadPoolExecutor(4, thread_name_prefix="postback-db")
+        self._beat_thread = ThreadPoolExecutor(1, thread_name_prefix="postback-heartbeat")
+
+    async def _db_call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._db_threads, functools.partial(fn, *args))
+
+    async def _beating(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._beat_thread, functools.partial(fn, *args))
+
+    def _still_held(self) -> list[int]:
+        """What this worker holds at the end: unrecorded results, unsent drops."""
+        return [*(r.job.id for r in self._results), *self._unsent, *self._leases]
 
     def now(self) -> datetime:
         """The database's time, as of the last heartbeat's reading."""
@@ -112,7 +136,8 @@ class Engine:
         s = self.settings
         async with sender_for(s, s.max_in_flight) as sender:
             self._sender = sender
-            await self._beat()  # known alive, and on the database's clock, before claiming
+            while not await self._beat() and not self._stopping:
+                await asyncio.sleep(min(1.0, s.heartbeat_seconds))  # alive before claiming
             beater = asyncio.create_task(self._heartbeat_loop())
             flusher = asyncio.create_task(self._flush_loop())
             wakeups = wakeup.listener(s.database_url, self._wakeup.set)
@@ -132,7 +157,9 @@ class Engine:
                                 len(self._results))
                 beater.cancel()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._leave(), STOP_FLUSH_SECONDS)
+                    await asyncio.wait_for(self._leave(), STOP_LEAVE_SECONDS)
+                for pool in (self._db_threads, self._beat_thread):
+                    pool.shutdown(wait=False, cancel_futures=True)
 
     async def _claim_loop(self) -> None:
         assert self._wakeup is not None
@@ -140,13 +167,17 @@ class Engine:
         while not self._stopping:
             # cleared before claiming: a wake-up that arrives during the claim is kept
             self._wakeup.clear()
+            if not self._alive():  # the others are about to take up what it holds
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), s.heartbeat_seconds)
+                continue
             free = s.max_in_flight - self._held
             got = 0
             if free >= min(s.claim_batch, s.max_in_flight) // 4 or self._held == 0:
                 limit = min(free, s.claim_batch)
                 try:
                     now = self.now()
-                    claimed = await asyncio.to_thread(
+                    claimed = await self._db_call(
                         queue.claim, self.db, self.name, limit, now,
                         s.lease_seconds, self._room(), 2 * s.endpoint_concurrency, s.sealer)
                 except Exception:
@@ -193,8 +224,7 @@ class Engine:
             for job_id in surplus:
                 self._leases.pop(job_id, None)
             try:
-                await asyncio.to_thread(queue.release, self.db, self.name, surplus,
-                                        self.now())
+                await self._db_call(queue.release, self.db, self.name, surplus, self.now())
             except Exception:  # they come back when their lease runs out
                 log.exception("release failed")
 
@@ -205,10 +235,11 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, ep: _Endpoint, job: queue.Job) -> None:
-        headers = outgoing_headers(self.settings.user_agent, job.event_id, job.headers,
-                                   job.signing_keys, job.signed_content)
+        headers: dict[str, str] = {}
         started = self.now()
         try:
+            headers = outgoing_headers(self.settings.user_agent, job.event_id, job.headers,
+                                       job.signing_keys, job.signed_content)
             response = await self._sender.send(job.method, job.url, headers, job.body)
             self._results.append(self._result(job, started, headers, response))
         except Exception as exc:  # a bug, not a partner's failure: an attempt all the same
@@ -320,14 +351,16 @@ class Engine:
         while self._results:
             batch, self._results = self._results, []
             try:
-                unwritten = await asyncio.to_thread(
+                unwritten = await self._db_call(
                     queue.record_isolating, self.db, self.name, batch, self.now(),
-                    self._disable)
+                    self._disable, self._write_failures >= 2)
             except Exception:
                 log.exception("recording %d attempts failed", len(batch))
                 unwritten = batch
             if not unwritten:
+                self._write_failures = 0
                 return
+            self._write_failures += 1
             log.warning("the database did not answer; %d attempts wait to be recorded "
                         "(trying again in 1 s)", len(unwritten))
             self._results = unwritten + self._results
@@ -340,19 +373,19 @@ class Engine:
             await asyncio.sleep(self.settings.heartbeat_seconds)
             await self._beat()
 
-    async def _beat(self) -> None:
+    async def _beat(self) -> bool:
         s = self.settings
         soon = self.now() + timedelta(seconds=2 * s.heartbeat_seconds + 1)
         renew = [job_id for job_id, end in self._leases.items() if end <= soon]
         watch = [job.id for ep in self._endpoints.values() for job in ep.waiting]
         asked = time.monotonic()
         try:
-            beat = await asyncio.to_thread(
+            beat = await self._beating(
                 liveness.heartbeat, self.db, self.name, "engine", self._started_at,
                 s.heartbeat_seconds, s.lease_seconds, renew, watch)
         except Exception:
             log.exception("heartbeat failed; retrying in %g s", s.heartbeat_seconds)
-            return
+            return False
         answered = time.monotonic()
         self._last_beat = answered
         first, self._beaten = not self._beaten, True
@@ -363,18 +396,19 @@ class Engine:
         for job_id in renew:
             if job_id in self._leases:
                 self._leases[job_id] = lease_end
+        # only what still waits: one started meanwhile is on the wire and will be recorded
+        waiting = {job.id for ep in self._endpoints.values() for job in ep.waiting}
         if not beat.known and not first:
             log.warning("this worker had been presumed dead (no heartbeat for %g s): what "
                         "it held was handed to others", STALE_HEARTBEATS * s.heartbeat_seconds)
-            self._dropped.update(watch)
-        # only what still waits: one started meanwhile is on the wire and will be recorded
-        waiting = {job.id for ep in self._endpoints.values() for job in ep.waiting}
-        held = [job_id for job_id in beat.held if job_id in waiting]
-        self._dropped.update(held)
-        unsent, self._unsent = [*held, *self._unsent], []
+            self._dropped.update(waiting)
+            self._unsent = []  # handed out already: not ours to hand back
+        gone = [job_id for job_id in beat.gone if job_id in waiting]
+        self._dropped.update(gone)
+        unsent, self._unsent = [*gone, *self._unsent], []
         if unsent:
             try:
-                await asyncio.to_thread(queue.release, self.db, self.name, unsent, self.now())
+                await self._db_call(queue.release, self.db, self.name, unsent, self.now())
             except Exception:
                 log.exception("release of %d unsent deliveries failed", len(unsent))
         if beat.reclaimed:
@@ -382,10 +416,11 @@ class Engine:
                         beat.reclaimed)
             if self._wakeup is not None:
                 self._wakeup.set()
+        return True
 
     async def _leave(self) -> None:
         try:
-            await asyncio.to_thread(liveness.leave, self.db, self.name)
+            await self._db_call(liveness.leave, self.db, self.name, self._still_held())
         except Exception:
             log.exception("could not remove this worker's heartbeat row")
 
@@ -397,9 +432,9 @@ class Engine:
             ep.waiting.clear()
         if waiting:
             try:
-                await asyncio.to_thread(queue.release, self.db, self.name, waiting,
-                                        self.now())
+                await asyncio.wait_for(self._db_call(
+                    queue.release, self.db, self.name, waiting, self.now()), STOP_LEAVE_SECONDS)
             except Exception:
                 log.exception("release on stop failed; leases will run out")
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=self.settings.total_timeout + 1)
+        if self._tasks:  # each ends by its own time limit at the latest
+            await asyncio.wait(set(self._tasks), timeout=self.settings.total_timeout + 0.5)

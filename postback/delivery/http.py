@@ -195,7 +195,7 @@ def _field_name(raw: bytes) -> tuple[str, str]:
     if _TOKEN_BYTES.fullmatch(raw) is None:
         raise InvalidAnswer(f"the header name {header_text(raw)[:100]!r} is not a valid token")
     name = raw.decode("ascii")  # a token is ASCII
-    if len(_field_names) < 4096:
+    if len(raw) <= 64 and len(_field_names) < 4096:  # a partner cannot pin much memory
         _field_names[raw] = (name, name.lower())
     return name, name.lower()
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, delete, insert, or_, select, update
 
 from postback.db.clock import STALE_HEARTBEATS, db_now
 from postback.db.schema import delivery, worker
@@ -38,49 +38,68 @@ class Beat:
     #: False when others had presumed this worker dead (its work was handed out)
     known: bool
     reclaimed: int  #: deliveries taken back from dead workers
-    renewed: int
-    held: list[int]  #: of the ids asked about, those whose setting was turned off
+    #: of the ids asked about, those no longer this worker's to send: held (their setting
+    #: was turned off), discarded, or leased to another
+    gone: list[int]
 
 
 def heartbeat(engine: Engine, name: str, kind: str, started_at: datetime,
               heartbeat_seconds: float, lease_seconds: float,
               renew: Sequence[int] = (), watch: Sequence[int] = ()) -> Beat:
     """One heartbeat, in one transaction: prove this worker alive, hand back the work of
-    workers that stopped, extend the leases of ``renew``, and say which of ``watch``
-    (deliveries this worker holds but has not sent) are now held."""
+    workers that stopped, extend the leases of ``renew`` (what this worker has on the
+    wire), and say which of ``renew`` and ``watch`` (what it holds unsent) it has lost.
+
+    A worker judges others only when its own heartbeats have been regular: after the
+    database was unreachable or slow for everyone (a restart, a failover, a long lock),
+    every heartbeat looks old, and reclaiming then would send everything on the wire
+    twice."""
     with engine.begin() as conn:
         now = db_now(conn)
-        known = conn.execute(update(worker).where(worker.c.name == name)
-                             .values(heartbeat_at=now)).rowcount > 0
-        if not known:
+        stale = timedelta(seconds=STALE_HEARTBEATS * heartbeat_seconds)
+        previous = conn.execute(select(worker.c.heartbeat_at).where(worker.c.name == name)
+                                .with_for_update()).scalar()
+        known = previous is not None
+        if known:
+            conn.execute(update(worker).where(worker.c.name == name).values(heartbeat_at=now))
+        else:
             conn.execute(insert(worker).values(
                 name=name, kind=kind, host=socket.gethostname()[:255], pid=os.getpid(),
                 started_at=started_at, heartbeat_at=now))
         reclaimed = 0
-        if kind == "engine":
-            cutoff = now - timedelta(seconds=STALE_HEARTBEATS * heartbeat_seconds)
-            dead = list(conn.execute(select(worker.c.name).where(
-                worker.c.kind == "engine", worker.c.heartbeat_at < cutoff)).scalars())
+        regular = previous is not None and now - previous < stale / 2
+        if kind == "engine" and regular:
+            # deleted first (the row lock decides a race with a late heartbeat: a worker
+            # that beat meanwhile is not deleted, and keeps its work)
+            dead = list(conn.execute(delete(worker).where(
+                worker.c.kind == "engine", worker.c.heartbeat_at < now - stale)
+                .returning(worker.c.name)).scalars())
             if dead:
                 reclaimed = conn.execute(update(delivery).where(
                     delivery.c.lease_owner.in_(dead),
                     delivery.c.status.in_(("pending", "held")))
                     .values(lease_owner=None, next_attempt_at=now)).rowcount
-                conn.execute(delete(worker).where(worker.c.name.in_(dead),
-                                                  worker.c.heartbeat_at < cutoff))
                 if reclaimed:
                     notify_due(conn)
-        renewed = 0
         if renew:
-            renewed = conn.execute(update(delivery).where(
-                delivery.c.id.in_(renew), delivery.c.lease_owner == name)
-                .values(next_attempt_at=now + timedelta(seconds=lease_seconds))).rowcount
-        held = list(conn.execute(select(delivery.c.id).where(
-            delivery.c.id.in_(watch), delivery.c.status == "held")).scalars()) if watch else []
-    return Beat(now, known, reclaimed, renewed, held)
+            conn.execute(update(delivery).where(
+                delivery.c.id.in_(renew), delivery.c.lease_owner == name,
+                delivery.c.status.in_(("pending", "held")))
+                .values(next_attempt_at=now + timedelta(seconds=lease_seconds)))
+        asked = [*renew, *watch]
+        gone = list(conn.execute(select(delivery.c.id).where(
+            delivery.c.id.in_(asked),
+            or_(delivery.c.status != "pending", delivery.c.lease_owner.is_(None),
+                delivery.c.lease_owner != name))).scalars()) if asked else []
+    return Beat(now, known, reclaimed, gone)
 
 
-def leave(engine: Engine, name: str) -> None:
-    """A clean stop: the worker's row goes (it holds nothing any more)."""
+def leave(engine: Engine, name: str, still_held: Sequence[int] = ()) -> None:
+    """A clean stop: what the worker still holds (results it could not record) is handed
+    back, due at once, and its row goes."""
     with engine.begin() as conn:
+        if still_held:
+            conn.execute(update(delivery).where(
+                delivery.c.id.in_(still_held), delivery.c.lease_owner == name)
+                .values(lease_owner=None, next_attempt_at=db_now(conn)))
         conn.execute(delete(worker).where(worker.c.name == name))

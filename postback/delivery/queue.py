@@ -22,7 +22,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Text,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InternalError, ProgrammingError
 
 from postback.core.responses import stored_body
 from postback.core.signing import SigningKey, secret_key
@@ -92,6 +104,7 @@ class Claim:
 #: claims without a recorded attempt after which a delivery is stopped (each such claim
 #: ended with its worker dead or its result unwritable; it may have been sent each time)
 MAX_OPEN_CLAIMS = 5
+SUSPECT_CLAIMS = 2
 
 
 def bucket_capacity(rate: float) -> float:
@@ -120,10 +133,16 @@ def _take_tokens(conn: Connection, setting_id: int, rate: float, wanted: int,
 
 def _choose(candidates: Sequence[Any], limit: int, room: Mapping[int, int],
             default_room: int) -> list[int]:
-    """Up to ``limit`` ids, oldest first, no endpoint given more than it has room for."""
+    """Up to ``limit`` ids, oldest first, no endpoint given more than it has room for. A
+    suspect (claimed twice already with no recorded result: it may kill its worker) is
+    claimed alone, so it takes no innocent deliveries down with it."""
     left = dict(room)
     chosen: list[int] = []
     for row in candidates:
+        if row.open_claims >= SUSPECT_CLAIMS:
+            if not chosen:
+                return [row.id]
+            continue
         key = row.setting_id
         if key is not None:
             free = left.get(key, default_room)
@@ -151,7 +170,7 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
     """
     room = room or {}
     full = [key for key, free in room.items() if free <= 0]
-    candidates = (select(delivery.c.id, delivery.c.setting_id)
+    candidates = (select(delivery.c.id, delivery.c.setting_id, delivery.c.open_claims)
                   .where(delivery.c.status == "pending", delivery.c.next_attempt_at <= now)
                   .order_by(delivery.c.next_attempt_at).limit(limit * 4)
                   .with_for_update(skip_locked=True))
@@ -166,15 +185,19 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
             .values(lease_owner=worker, next_attempt_at=now + timedelta(seconds=lease_seconds),
                     open_claims=delivery.c.open_claims + 1)
             .returning(delivery.c.id, delivery.c.event_id, delivery.c.setting_id,
-                       delivery.c.method, delivery.c.url, delivery.c.headers, delivery.c.body,
-                       delivery.c.attempt_count, delivery.c.failures,
+                       delivery.c.method, delivery.c.url,
+                       # as text: a row whose JSON does not parse fails alone, in _job
+                       type_coerce(delivery.c.headers, Text).label("headers"),
+                       delivery.c.body, delivery.c.attempt_count, delivery.c.failures,
                        delivery.c.open_claims)).all(),
             key=lambda r: r.id) if chosen else []
         setting_ids = {r.setting_id for r in rows if r.setting_id is not None}
         settings: dict[int, Any] = {}
         if setting_ids:
             settings = {s.id: s for s in conn.execute(
-                select(notification_setting.c.id, notification_setting.c.headers,
+                select(notification_setting.c.id,
+                       type_coerce(notification_setting.c.headers, Text).label("headers"),
+                       notification_setting.c.enabled, notification_setting.c.disabled_at,
                        notification_setting.c.success_response,
                        notification_setting.c.error_response,
                        notification_setting.c.max_requests_per_second,
@@ -182,6 +205,16 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
                        notification_setting.c.previous_signing_secret,
                        notification_setting.c.previous_secret_expires_at)
                 .where(notification_setting.c.id.in_(setting_ids)))}
+        # queued by a commit that raced the one turning its setting off: held, not sent
+        off = {sid for sid, setting in settings.items()
+               if not setting.enabled or setting.disabled_at is not None}
+        if off:
+            conn.execute(update(delivery).where(
+                delivery.c.id.in_([r.id for r in rows if r.setting_id in off]))
+                .values(status="held", lease_owner=None, next_attempt_at=now,
+                        open_claims=delivery.c.open_claims - 1))
+            rows = [r for r in rows if r.setting_id not in off]
+            settings = {sid: st for sid, st in settings.items() if sid not in off}
         held: list[dict[str, Any]] = []
         for sid, setting in settings.items():
             rate = setting.max_requests_per_second
@@ -211,8 +244,12 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
         try:
             job = _job(r, res if isinstance(res, _Resolved) else _NONE)
         except Exception as exc:  # a row that does not read: it fails alone
-            broken.append(Broken(_skeleton(r), f"this delivery's stored request cannot be "
-                                 f"read ({type(exc).__name__}); it was not sent", True))
+            skeleton = _skeleton(r)
+            if skeleton is not None:
+                broken.append(Broken(skeleton, f"this delivery's stored request cannot be "
+                                     f"read ({type(exc).__name__}); it was not sent", True))
+            else:
+                log.error("delivery %s cannot be read at all; its lease runs out", r.id)
             continue
         if r.open_claims > MAX_OPEN_CLAIMS:
             broken.append(Broken(job, (
@@ -227,23 +264,37 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
 
 
 def _job(r: Any, res: _Resolved) -> Job:
-    if not isinstance(r.headers, dict) or not isinstance(r.body, str | None):
+    headers = _json_object(r.headers)
+    if not isinstance(r.body, str | None) or not all(
+            isinstance(v, str) for v in headers.values()):
         raise TypeError("headers or body of the wrong type")
     return Job(
         id=r.id, event_id=r.event_id, setting_id=r.setting_id, method=r.method, url=r.url,
-        headers={**r.headers, **res.headers}, secret_headers=frozenset(res.headers),
+        headers={**headers, **res.headers}, secret_headers=frozenset(res.headers),
         success_response=res.success_response, error_response=res.error_response,
         body=r.body.encode("utf-8") if r.body is not None else None,
         attempt=r.attempt_count + 1, failures=r.failures, signing_keys=res.keys,
     )
 
 
-def _skeleton(r: Any) -> Job:
-    """Enough of a row that does not read to record its failure."""
-    return Job(id=r.id, event_id=str(r.event_id), setting_id=r.setting_id,
-               method=str(r.method), url=str(r.url), headers={}, secret_headers=frozenset(),
-               success_response=None, body=None, attempt=int(r.attempt_count or 0) + 1,
-               failures=int(r.failures or 0))
+def _json_object(value: Any) -> dict[str, Any]:
+    """A JSON column read as it is stored (text on SQLite, where nothing checked it;
+    already parsed by psycopg on PostgreSQL, which did)."""
+    parsed = json.loads(value) if isinstance(value, str | bytes) else value
+    if not isinstance(parsed, dict):
+        raise TypeError("not a JSON object")
+    return parsed
+
+
+def _skeleton(r: Any) -> Job | None:
+    """Enough of a row that does not read to record its failure (None: not even that)."""
+    try:
+        return Job(id=r.id, event_id=str(r.event_id), setting_id=r.setting_id,
+                   method=str(r.method)[:4], url=str(r.url), headers={},
+                   secret_headers=frozenset(), success_response=None, body=None,
+                   attempt=int(r.attempt_count or 0) + 1, failures=int(r.failures or 0))
+    except Exception:
+        return None
 
 
 def _unopenable(exc: Exception) -> str:
@@ -265,10 +316,11 @@ _NONE = _Resolved({}, None, None, ())
 
 
 def _resolve(setting: Any, sealer: Sealer | None, now: datetime) -> _Resolved:
+    headers = _json_object(setting.headers)
     if sealer is None:
-        return _Resolved(setting.headers, setting.success_response, setting.error_response, ())
+        return _Resolved(headers, setting.success_response, setting.error_response, ())
     return _Resolved(
-        sealer.open_values(setting.headers), setting.success_response, setting.error_response,
+        sealer.open_values(headers), setting.success_response, setting.error_response,
         signing_keys(setting.signing_secret, setting.previous_signing_secret,
                      setting.previous_secret_expires_at, sealer, now))
 
@@ -325,15 +377,15 @@ def _endpoint_health(conn: Connection, results: Sequence[Result], now: datetime,
     failed: dict[int, int] = {}
     healthy: set[int] = set()
     for r in results:
-        if r.job.setting_id is None:
+        if r.job.setting_id is None or r.error_class == "internal":  # ours, not theirs
             continue
         if r.outcome == "success":
             healthy.add(r.job.setting_id)
         else:
             failed[r.job.setting_id] = failed.get(r.job.setting_id, 0) + 1
     if healthy:
-        conn.execute(_healthy, [{"b_id": sid} for sid in healthy])
-    failing = [{"b_id": sid, "b_now": now, "b_n": n} for sid, n in failed.items()
+        conn.execute(_healthy, [{"b_id": sid} for sid in sorted(healthy)])
+    failing = [{"b_id": sid, "b_now": now, "b_n": n} for sid, n in sorted(failed.items())
                if sid not in healthy]
     if not failing:
         return
@@ -410,7 +462,10 @@ class _Writes:
                        f"attempt_count = {mark}, failures = {mark}, next_attempt_at = {mark}, "
                        f"lease_owner = NULL, open_claims = 0, last_status_code = {mark}, "
                        f"last_error = {mark}, completed_at = {mark} "
-                       f"WHERE id = {mark} AND lease_owner = {mark}")
+                       # ours, or handed back (by a reclaim, a discard) but not yet taken
+                       # and attempted by another: the attempt count fences it
+                       f"WHERE id = {mark} AND (lease_owner = {mark} OR lease_owner IS NULL) "
+                       f"AND attempt_count = {mark}")
 
     def time(self, value: datetime | None) -> Any:
         if value is None or not self.sqlite:
@@ -450,34 +505,50 @@ def record(engine: Engine, worker: str, results: Sequence[Result], now: datetime
             status, status, job.attempt,
             job.failures + (0 if r.outcome == "success" else 1),
             stamp(r.next_attempt_at) if r.next_attempt_at is not None else done_at,
-            r.status_code, r.error_class, None if retry else done_at, job.id, worker))
+            r.status_code, r.error_class, None if retry else done_at, job.id, worker,
+            job.attempt - 1))
     with engine.begin() as conn:
+        # settings before deliveries, each in id order: the order saving a setting locks
+        # them in, so concurrent records and saves cannot deadlock
+        _endpoint_health(conn, results, now, policy or DisablePolicy())
         conn.exec_driver_sql(writes.insert_attempts, attempts)
         conn.exec_driver_sql(writes.finish, finishes)
-        _endpoint_health(conn, results, now, policy or DisablePolicy())
 
 
 def record_isolating(engine: Engine, worker: str, results: Sequence[Result], now: datetime,
-                     policy: DisablePolicy | None = None) -> list[Result]:
-    """``record``, where no result can fail the others: a batch whose write fails (and the
-    database still answers) is split until the result that fails it is found, and that
-    one delivery alone is recorded as failed with the reason. Returns what could not be
-    written because the database did not answer, to be tried again."""
+                     policy: DisablePolicy | None = None, isolate: bool = False
+                     ) -> list[Result]:
+    """``record``, where no result can fail the others: a batch whose write fails because
+    of what it holds (a value the database refuses: ``data_error``) is split until the
+    result that fails it is found, and that one delivery alone is recorded as failed with
+    the reason. A failure that may pass (the database is down, busy, deadlocked, timed
+    out) splits nothing: everything is returned, to be tried again; with ``isolate`` (the
+    same batch failed that way already) it is split all the same, so a row that always
+    fails that way cannot hold up the others for ever."""
     if not results:
         return []
     try:
         record(engine, worker, results, now, policy)
         return []
     except Exception as exc:
-        if not _answers(engine):
+        if not (data_error(exc) or isolate) or not _answers(engine):
             return list(results)
         if len(results) == 1:
             log.error("delivery %s: its attempt could not be recorded: %s",
                       results[0].job.id, _first_line(exc))
             return _record_unstorable(engine, worker, results[0], now, exc)
     half = len(results) // 2
-    return (record_isolating(engine, worker, results[:half], now, policy)
-            + record_isolating(engine, worker, results[half:], now, policy))
+    return (record_isolating(engine, worker, results[:half], now, policy, isolate)
+            + record_isolating(engine, worker, results[half:], now, policy, isolate))
+
+
+def data_error(exc: BaseException) -> bool:
+    """Whether a failed write failed because of the values written (so writing them again
+    fails again), not because of the database's state."""
+    if isinstance(exc, DBAPIError):
+        return not exc.connection_invalidated and isinstance(
+            exc, DataError | IntegrityError | InternalError | ProgrammingError)
+    return isinstance(exc, TypeError | ValueError | OverflowError)
 
 
 def _answers(engine: Engine) -> bool:
@@ -521,9 +592,11 @@ def _record_unstorable(engine: Engine, worker: str, result: Result, now: datetim
                   "failed", result.job.id, _first_line(again))
     try:
         with engine.begin() as conn:
-            conn.execute(update(delivery).where(delivery.c.id == result.job.id).values(
-                status="failed", last_error="internal", completed_at=now, lease_owner=None,
-                open_claims=0))
+            conn.execute(update(delivery).where(
+                delivery.c.id == result.job.id, delivery.c.status.in_(("pending", "held")),
+                or_(delivery.c.lease_owner == worker, delivery.c.lease_owner.is_(None)))
+                .values(status="failed", last_error="internal", completed_at=now,
+                        lease_owner=None, open_claims=0))
     except Exception:
         log.exception("delivery %s: could not be marked failed; its claim count stops it",
                       result.job.id)

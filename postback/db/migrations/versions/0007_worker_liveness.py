@@ -34,9 +34,13 @@ def upgrade() -> None:
                                                 nullable=True))
     op.add_column("delivery", sa.Column("open_claims", sa.Integer(), nullable=False,
                                         server_default="0"))
+    op.create_index("ix_delivery_held", "delivery", ["setting_id"],
+                    postgresql_where=sa.text("status = 'held'"),
+                    sqlite_where=sa.text("status = 'held'"))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_delivery_held", table_name="delivery")
     op.drop_column("delivery", "open_claims")
     op.drop_column("delivery_attempt", "response_body_raw")
     op.drop_table("worker")
