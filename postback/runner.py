@@ -172,12 +172,31 @@ async def work(settings: Settings) -> None:
     db = open_database(settings, run_migrations=False)
     engine = Engine(settings, db)
     loop = asyncio.get_running_loop()
+    signals: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        if signals:  # a second signal: at once (what is unrecorded is sent again)
+            log.warning("second signal: exiting now")
+            _exit(128 + sig)
+        signals.append(sig)
+        engine.stop()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, engine.stop)
+            loop.add_signal_handler(sig, on_signal, sig)
     log.info("worker %s started", engine.name)
     await engine.run()
     db.dispose()
+    # drained, recorded and signed off: nothing is left to wait for, not even a DNS
+    # lookup still running on a thread (asyncio.run would wait for it)
+    _exit(0)
+
+
+def _exit(code: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 # -- scheduler ----------------------------------------------------------------------------
