@@ -163,3 +163,27 @@ def test_a_secret_that_will_not_open_fails_alone(make_service: Any) -> None:
     finally:
         good_receiver.close()
         locked_receiver.close()
+
+
+def test_non_ascii_url_and_header_values_are_sent_encoded_never_stuck(
+        make_service: Any) -> None:
+    """Saved as typed; sent percent-encoded (URL) and as UTF-8 bytes (header), by the
+    engine and by the test tool alike."""
+    service = make_service()
+    world = build_world(service)
+    receiver = Receiver()
+    try:
+        world.subscribe(f"{receiver.url}/p2é?x=é&id={{ActionId}}", headers={"X-A": "é"})
+        tested = world.partner("POST", "/v1/event-notifications/action-lifecycle/test", 200,
+                               json={})
+        assert tested["outcome"] == "success", tested
+        world.report()
+        test_request, delivered = receiver.wait_for(2)
+        for req in (test_request, delivered):
+            assert req.path.startswith("/p2%C3%A9?x=%C3%A9&id=")
+            assert (req.header("X-A") or "").encode("latin-1") == "é".encode()
+        (item,) = deliveries(world)
+        got = wait_all(world, 1, "succeeded")
+        assert got[0]["id"] == item["id"]
+    finally:
+        receiver.close()
