@@ -147,14 +147,14 @@ class MemoryQueue:
         raise AssertionError("the memory queue never over-claims")
 
     def record(self, _db: Any, _worker: str, results: list[Any], _now: Any,
-               _policy: Any = None) -> list[Any]:
+               _policy: Any = None, _isolate: bool = False) -> list[Any]:
         self.left -= len(results)
         self.succeeded += sum(1 for r in results if r.outcome == "success")
         return []
 
     @staticmethod
     def heartbeat(*_: Any) -> liveness.Beat:
-        return liveness.Beat(datetime.now(UTC), True, 0, 0, [])
+        return liveness.Beat(datetime.now(UTC), True, 0, [])
 
 
 def child(db_url: str, key: str, client: str) -> None:

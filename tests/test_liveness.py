@@ -40,6 +40,11 @@ def engines(db: Any) -> int:
         return len(conn.execute(select(worker.c.name).where(worker.c.kind == "engine")).all())
 
 
+def all_succeeded(db: Any) -> bool:
+    with db.connect() as conn:
+        return set(conn.execute(select(delivery.c.status)).scalars()) == {"succeeded"}
+
+
 def wait_until(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -109,11 +114,7 @@ def test_a_slow_receiver_gets_no_duplicate_past_the_lease(make_service: Any) -> 
             world.report()
         receiver.wait_for(3, timeout=15)
 
-        def done() -> bool:
-            with service.db.connect() as conn:
-                return set(conn.execute(select(delivery.c.status)).scalars()) == {"succeeded"}
-
-        wait_until(done, 30, "not all recorded")
+        wait_until(lambda: all_succeeded(service.db), 30, "not all recorded")
         counts = Counter(r.query["e"] for r in receiver.requests)
         assert len(counts) == 3 and set(counts.values()) == {1}, counts
     finally:
@@ -175,11 +176,7 @@ def test_skewed_worker_clocks_cause_no_duplicate_and_no_delay(make_service: Any)
             world.report()
         receiver.wait_for(7, timeout=20)
 
-        def done() -> bool:
-            with service.db.connect() as conn:
-                return set(conn.execute(select(delivery.c.status)).scalars()) == {"succeeded"}
-
-        wait_until(done, 40, "not all recorded")
+        wait_until(lambda: all_succeeded(service.db), 40, "not all recorded")
         counts = Counter(r.query["e"] for r in receiver.requests)
         print(f"[liveness] workers at -5 min and +5 min, 3 s leases, 4 s answers: "
               f"{len(counts)} postbacks, {sum(counts.values()) - len(counts)} duplicates")
