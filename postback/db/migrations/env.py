@@ -26,5 +26,10 @@ try:
             transactional_ddl=True,  # so it is, on SQLite too (postback.db.migrate)
         )
         context.run_migrations()
+        if connection.dialect.name == "sqlite":  # the rebuilds ran with foreign keys off
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise RuntimeError(f"the upgrade would leave rows pointing at rows that do "
+                                   f"not exist ({broken[:5]}); nothing was changed")
 finally:
     connectable.dispose()
