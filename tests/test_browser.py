@@ -323,3 +323,57 @@ def test_a_paused_postback_shows_what_it_holds_and_discards_it(
     statuses = {d["status"] for d in world.partner("GET", "/v1/deliveries", 200)["items"]}
     assert statuses == {"failed"}
     context.close()
+
+
+def _inquiry(world: World, oid: str) -> int:
+    made: dict[str, Any] = world.partner("POST", "/v1/inquiries", 201, json={
+        "program_id": world.program_id, "inquiry_type": "UNTRACKED", "oid": oid,
+        "transaction_date": "2026-11-20T10:00:00+00:00", "transaction_amount": "80.00",
+        "expected_payout": "4.00"})
+    return int(made["id"])
+
+
+def test_brand_accepts_an_inquiry_with_an_event_type(
+        browser: Any, site: tuple[LiveServer, World], tmp_path: Path) -> None:
+    """The Accept form names the event type of the action it creates, chosen at first as
+    the program's auto-approval event type; either choice creates the action."""
+    server, world = site
+    bonus = world.brand("POST", f"/v1/programs/{world.program_id}/event-types", 201,
+                        json={"name": "Inquiry Sale", "action_type": "SALE"})["id"]
+    world.brand("PUT", f"/v1/programs/{world.program_id}/contracts/{world.partner_id}", 200,
+                json={"event_type_ids": [world.event_type_id, bonus],
+                      "locking": {"rule": "days_after_event", "days": 30},
+                      "clearing": {"rule": "days_after_locking", "days": 20}})
+    world.brand("PUT", f"/v1/programs/{world.program_id}/inquiry-settings", 200,
+                json={"auto_approval": {"mode": "off", "event_type_id": bonus}})
+    kept, picked = _inquiry(world, "MISSING-1"), _inquiry(world, "MISSING-2")
+    for lang in ("zh-CN", "en-US"):  # the Chinese page first: a look, nothing changed
+        context = browser.new_context(locale=lang, viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.goto(f"{server.url}/brand/inquiries")
+        page.locator("#api_key").fill(world.brand_key)
+        page.locator("button[type=submit]").click()
+        page.wait_for_url(re.compile(r"/brand/inquiries$"))
+        labelled(page)
+        page.screenshot(path=str(shots_dir(tmp_path) / f"brand-inquiries-{lang}.png"),
+                        full_page=True)
+        if lang == "zh-CN":
+            context.close()
+    row = page.locator("#brand-inquiries tbody tr", has_text="MISSING-1")
+    choice = row.get_by_label("Event type of the action")
+    assert choice.locator("option:checked").inner_text() == f"Inquiry Sale (#{bonus})"
+    row.get_by_role("button", name="Accept (creates the action)").click()
+    row = page.locator("#brand-inquiries tbody tr", has_text="MISSING-1")
+    playwright_sync.expect(row).to_contain_text("RESOLVED · VALID")
+    other = page.locator("#brand-inquiries tbody tr", has_text="MISSING-2")
+    other.get_by_label("Event type of the action").select_option(str(world.event_type_id))
+    other.get_by_role("button", name="Accept (creates the action)").click()
+    playwright_sync.expect(page.locator("#brand-inquiries tbody tr", has_text="MISSING-2")
+                           ).to_contain_text("RESOLVED · VALID")
+    assert page.locator(".error").count() == 0
+    for inquiry_id, event_type in ((kept, bonus), (picked, world.event_type_id)):
+        got = world.partner("GET", f"/v1/inquiries/{inquiry_id}", 200)
+        assert (got["state"], got["resolution_status"]) == ("RESOLVED", "VALID")
+        action = world.brand("GET", f"/v1/actions/{got['action_id']}", 200)
+        assert (action["event_type_id"], action["payout"]) == (event_type, "4.00")
+    context.close()

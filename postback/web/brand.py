@@ -267,11 +267,28 @@ def upload(program_id: int, request: Request, sent: Form) -> Response:
 
 # -- inquiries ------------------------------------------------------------------------------
 
+def _accept_choice(prog: dict[str, Any], auto_event_type: int | None,
+                   partner_id: int) -> dict[str, Any]:
+    """The event types an accepted inquiry's action may get, and the one chosen at first:
+    the program's auto-approval event type, else the first one of the partner's contract."""
+    contracted: list[int] = next((c["event_type_ids"] for c in prog["contracts"]
+                                  if c["partner_id"] == partner_id), [])
+    ids = [t["id"] for t in prog["event_types"]]
+    default = (auto_event_type if auto_event_type in ids
+               else next((i for i in contracted if i in ids), ids[0] if ids else None))
+    return {"event_types": prog["event_types"], "default": default}
+
+
 def _inquiries(p: Page, status: int = 200, error: str | None = None) -> Response:
     with reader(p.request.app.state.db).begin() as conn:
         found = inquiries.list_inquiries(conn, brand_id=p.account_id, limit=100)
+        progs = {prog["id"]: prog for prog in programs.list_programs(conn, p.account_id)}
+        auto = {pid: inquiries.policy(conn, pid).event_type_id for pid in progs}
+    choices = {i["id"]: _accept_choice(progs[i["program_id"]], auto[i["program_id"]],
+                                       i["partner_id"])
+               for i in found["items"] if i["program_id"] in progs}
     return p.render("brand/inquiries.html", status=status, items=found["items"],
-                    reasons=REJECT_REASONS, error=error)
+                    reasons=REJECT_REASONS, error=error, choices=choices)
 
 
 @router.get("/inquiries")
@@ -288,6 +305,7 @@ def resolve(inquiry_id: int, request: Request, sent: Form) -> Response:
         body = ResolveIn.model_validate({
             "resolution_status": "DECLINED" if declined else "VALID",
             "reject_reason": form.get("reject_reason") if declined else None,
+            "event_type_id": None if declined else (form.get("event_type_id") or None),
             "payout": None if declined else (form.get("payout", "").strip() or None)})
         with request.app.state.db.begin() as conn:
             inquiries.resolve_inquiry(conn, p.account_id, inquiry_id, body, datetime.now(UTC))
