@@ -377,3 +377,27 @@ def test_brand_accepts_an_inquiry_with_an_event_type(
         action = world.brand("GET", f"/v1/actions/{got['action_id']}", 200)
         assert (action["event_type_id"], action["payout"]) == (event_type, "4.00")
     context.close()
+
+
+def test_token_search_shows_only_the_matching_tokens(
+        browser: Any, site: tuple[LiveServer, World], tmp_path: Path) -> None:
+    server, world = site
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    sign_in(page, f"{server.url}/partner/event-notifications/action-lifecycle",
+            world.partner_key)
+    page.wait_for_url(re.compile(r"/action-lifecycle$"))
+    tokens = page.locator("#token-list button.token")
+    before = [b.inner_text() for b in tokens.all() if b.is_visible()]
+    assert "{ActionId}" in before and "{SubId1}" in before
+    page.get_by_label("Search tokens").fill("subid")
+    playwright_sync.expect(page.get_by_role("button", name="{ActionId}", exact=True)
+                           ).to_be_hidden()
+    after = [b.inner_text() for b in tokens.all() if b.is_visible()]
+    assert 0 < len(after) < len(before)
+    assert all("subid" in t.lower() for t in after), after
+    page.screenshot(path=str(shots_dir(tmp_path) / "token-search.png"), full_page=True)
+    page.get_by_label("Search tokens").fill("")
+    playwright_sync.expect(tokens).to_have_count(len(before))
+    assert len([b for b in tokens.all() if b.is_visible()]) == len(before)
+    context.close()
