@@ -33,10 +33,33 @@ def _non_negative(cents: int) -> int:
     return cents
 
 
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}", re.ASCII)
+#: the years a date may have, in UTC: room for every contract's locking and clearing days
+#: on either side, and no arithmetic on it can leave what a datetime holds
+FIRST_YEAR, LAST_YEAR = 1900, 9000
+
+
+def _iso_text(value: Any) -> Any:
+    """Dates arrive as ISO-8601 text (or as datetimes from our own code): a number is not
+    read as a Unix time, which ``until=0.5`` would otherwise be."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO.match(value):
+        raise ValueError("must be a date and time in ISO-8601 with a UTC offset, e.g. "
+                         "2026-11-02T18:04:05+00:00 or ...Z")
+    return value
+
+
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("needs a UTC offset, e.g. 2026-11-02T18:04:05+00:00 or ...Z")
-    return utc(value)
+    try:
+        moment = utc(value)
+    except OverflowError:
+        moment = None
+    if moment is None or not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ValueError(f"must be between the years {FIRST_YEAR} and {LAST_YEAR} (in UTC)")
+    return moment
 
 
 def _clean_text(value: str) -> str:
@@ -51,7 +74,7 @@ def _clean_text(value: str) -> str:
 
 Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Cents = Annotated[int, BeforeValidator(_money), AfterValidator(_non_negative)]
-AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
+AwareDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_aware)]
 Text = Annotated[str, AfterValidator(_clean_text)]
 Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, e.g. USD")]
 
@@ -113,7 +136,7 @@ class ItemIn(Strict):
     sku: Annotated[Text, Field(max_length=255)]
     name: Annotated[Text | None, Field(max_length=500)] = None
     category: Annotated[Text | None, Field(max_length=255)] = None
-    quantity: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+    quantity: Annotated[int, Field(strict=True, ge=1, le=1_000_000)] = 1
     amount: Cents | None = None
     payout: Cents | None = None
 

@@ -109,6 +109,17 @@ def test_the_same_oid_is_fine_under_another_event_type(world: World) -> None:
     ({"oid": ""}, "oid"),
     ({"sub_id1": "a\x00b"}, "sub_id1"),
     ({"customer_status": "MAYBE"}, "customer_status"),
+    # strict where money is concerned
+    ({"amount": "\u0661\u0662.\u0660\u0660"}, "amount"),  # Arabic-Indic digits
+    ({"amount": " 1.00 "}, "amount"),
+    ({"amount": 12}, "amount"),
+    ({"items": [{"sku": "S", "quantity": False}]}, "items[0].quantity"),
+    ({"items": [{"sku": "S", "quantity": 0}]}, "items[0].quantity"),
+    ({"items": [{"sku": "S", "quantity": "2"}]}, "items[0].quantity"),
+    # dates at the calendar's edges, and numbers that are not dates
+    ({"event_date": "9999-12-31T23:59:59-12:00"}, "event_date"),
+    ({"event_date": "0001-01-01T00:00:00+14:00"}, "event_date"),
+    ({"event_date": 1764547200}, "event_date"),
 ])
 def test_bad_input_names_the_field_and_writes_nothing(world: World, body: dict[str, Any],
                                                       field: str) -> None:
@@ -246,3 +257,13 @@ def test_a_batch_of_10000_is_accepted_whole_with_its_postbacks(make_service: Any
                       json={"actions": [world.action(), world.action(oid=actions[9_999]["oid"])]})
     assert err["rule"] == "oid_reused" and "actions[1].oid" in err["message"]
     assert count(service, action) == 10_000
+
+
+@pytest.mark.parametrize("value", ["0.5", "1764547200", "9999-12-31T23:59:59-12:00",
+                                   "0001-01-01T00:00:00+14:00", "yesterday"])
+@pytest.mark.parametrize("path", ["/v1/actions", "/v1/deliveries"])
+def test_time_filters_they_cannot_read_are_a_clear_422(world: World, value: str,
+                                                       path: str) -> None:
+    who = world.brand if path == "/v1/actions" else world.partner
+    err = who("GET", f"{path}?until={value}", 422)
+    assert err["message"].startswith("until:"), err

@@ -115,10 +115,12 @@ def test_changes_allowed_only_while_pending_and_before_locking() -> None:
 def test_money_is_exact() -> None:
     assert parse_money("10.5") == 1050
     assert parse_money("0.01") == 1
-    assert parse_money(12) == 1200
+    assert parse_money("12") == 1200
     assert format_money(1050) == "10.50"
     assert format_money(-5) == "-0.05"
-    for bad in (10.5, "10.555", "1e3", "", True, None):
+    # numbers, non-ASCII digits, spaces: mistakes to report, not amounts to guess at
+    arabic_indic = "\u0661\u0662.\u0660\u0660"
+    for bad in (10.5, 12, "10.555", "1e3", "", True, None, arabic_indic, " 1.00 ", "1.00\n"):
         with pytest.raises(MoneyError):
             parse_money(bad)
 

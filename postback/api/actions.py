@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from postback.api.deps import Brand, BrandOrPartner, IdPath, IdQuery, read, wake, write
-from postback.models import ActionBatchIn, ActionIn, ActionPatchIn, ReasonIn
+from postback.models import ActionBatchIn, ActionIn, ActionPatchIn, AwareDatetime, ReasonIn
 from postback.services import ledger
 
 router = APIRouter(prefix="/v1/actions", tags=["actions"])
@@ -42,7 +42,7 @@ def list_actions(
     request: Request, who: BrandOrPartner,
     status: Literal["PENDING", "APPROVED", "REVERSED"] | None = None,
     program_id: IdQuery = None, oid: str | None = None,
-    since: datetime | None = None, until: datetime | None = None,
+    since: AwareDatetime | None = None, until: AwareDatetime | None = None,
     cursor: IdQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     scope = {"brand_id": _id(who)} if who.role == "brand" else {"partner_id": _id(who)}

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from postback.api.deps import IdPath, IdQuery, Partner, read, wake, write
-from postback.models import RecoverIn
+from postback.models import AwareDatetime, RecoverIn
 from postback.services import deliveries
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
@@ -26,7 +26,7 @@ def list_deliveries(
     trigger: str | None = None, action_id: IdQuery = None,
     type: Literal["action-lifecycle", "action-clearing", "action-inquiry",
                   "product-data-change"] | None = None,
-    since: datetime | None = None, until: datetime | None = None,
+    since: AwareDatetime | None = None, until: AwareDatetime | None = None,
     cursor: IdQuery = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     with read(request) as conn:

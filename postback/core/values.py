@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 
-_MONEY = re.compile(r"^-?\d{1,13}(\.\d{1,2})?$")
+_MONEY = re.compile(r"-?[0-9]{1,13}(\.[0-9]{1,2})?", re.ASCII)
 
 
 class MoneyError(ValueError):
@@ -14,19 +14,19 @@ class MoneyError(ValueError):
 
 
 def parse_money(value: object) -> int:
-    """Parse a decimal string (``"10.50"``) or an integer into cents.
+    """Parse a decimal string (``"10.50"``) into cents.
 
-    Floats are refused: money travels as decimal strings so that no value is ever rounded
-    behind the sender's back.
+    Numbers are refused (a float may already have been rounded; an integer is as likely a
+    count of cents as of units), and so is anything but ASCII digits: Arabic-Indic digits
+    and ``" 1.00 "`` are mistakes to report, not amounts to guess at.
     """
-    if isinstance(value, bool | float):
+    if isinstance(value, bool | float | int):
         raise MoneyError('send money as a decimal string such as "10.50", not a JSON number')
-    if isinstance(value, int):
-        value = str(value)
-    if not isinstance(value, str) or not _MONEY.match(value.strip()):
-        raise MoneyError('must be a decimal string with at most 2 decimals, such as "10.50"')
+    if not isinstance(value, str) or not _MONEY.fullmatch(value):
+        raise MoneyError('must be a decimal string of ASCII digits with at most 2 decimals '
+                         'and no spaces, such as "10.50"')
     try:
-        cents = Decimal(value.strip()) * 100
+        cents = Decimal(value) * 100
     except InvalidOperation as exc:  # pragma: no cover - the regex already excludes this
         raise MoneyError("is not a number") from exc
     return int(cents)
