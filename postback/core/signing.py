@@ -5,6 +5,10 @@ Signed content is ``{webhook-id}.{webhook-timestamp}.{body}`` over the exact byt
 for a GET postback, which has no body, it is ``{webhook-id}.{webhook-timestamp}.{URL}``
 with the full URL as sent (our documented extension). During a rotation both the new and
 the previous secret sign, space-separated, and a receiver accepts either.
+
+Test postbacks (the test tool) are never signed with a live key: each setting has a test
+key derived from its live one (:func:`test_secret`), so a test cannot be replayed or
+passed off as a live postback, and nothing new has to be stored.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 SYMMETRIC, PRIVATE, PUBLIC = "whsec_", "whsk_", "whpk_"
 SigningKey = bytes | Ed25519PrivateKey
+TEST_KEY_LABEL = b"postback test signing key"
 
 
 def new_secret(scheme: str = "v1") -> str:
@@ -34,6 +39,18 @@ def secret_key(secret: str) -> SigningKey:
         return Ed25519PrivateKey.from_private_bytes(
             base64.b64decode(secret.removeprefix(PRIVATE)))
     return base64.b64decode(secret.removeprefix(SYMMETRIC))
+
+
+def test_secret(secret: str) -> str:
+    """The setting's test secret, derived from its live one: HMAC-SHA256 keyed with the live
+    key's bytes (the 32 decoded bytes of a ``whsec_`` secret, or the 32-byte seed of a
+    ``whsk_`` ed25519 key) over :data:`TEST_KEY_LABEL`. The result is a ``whsec_`` secret
+    for a v1 setting and a ``whsk_`` key (that digest as the seed) for a v1a one. One-way:
+    knowing it tells nothing about the live secret, so it may be shown to the partner."""
+    key = secret_key(secret)
+    raw = key if isinstance(key, bytes) else key.private_bytes_raw()
+    derived = base64.b64encode(hmac.new(raw, TEST_KEY_LABEL, hashlib.sha256).digest())
+    return (SYMMETRIC if isinstance(key, bytes) else PRIVATE) + derived.decode("ascii")
 
 
 def public_key(secret: str) -> str | None:

@@ -1,5 +1,11 @@
 """The test tool: render a setting (or overrides of it) with sample values or with one of
-the caller's own objects, send it through the production sender, and explain the result."""
+the caller's own objects, send it through the production sender, and explain the result.
+
+What a test may not do (docs/security.md, "The test tool"): send the saved secret header
+values anywhere but the saved URL (with a URL override they are left out and named in
+``left_out_headers``); sign with a live key (tests sign with the setting's test key,
+``core.signing.test_secret``, and carry ``webhook-test: true``); change a brand-created
+setting (those are tested exactly as the brand saved them)."""
 
 from __future__ import annotations
 
@@ -13,9 +19,9 @@ from postback.core.payload import ActionContext, InquiryContext, action_values, 
 from postback.core.render import CONTENT_TYPES, BodyFormat, Value
 from postback.core.retry import classify
 from postback.core.routing import CLEARING, INQUIRY, LIFECYCLE
+from postback.core.signing import SYMMETRIC, public_key, secret_key, test_secret
 from postback.db.schema import action, event_type, inquiry, notification_setting, partner, program
 from postback.delivery.http import Sender, outgoing_headers
-from postback.delivery.queue import signing_keys
 from postback.models import NotificationSettingIn, SettingTestIn
 from postback.sealing import MASK, Sealer
 from postback.services.errors import Invalid, NotFound
@@ -26,6 +32,9 @@ from postback.services.notification_settings import (
     check_setting,
     example_values,
 )
+
+TEST_HEADER = "webhook-test"  # on every test request, never on a live delivery
+OVERRIDES = ("url", "method", "body_format", "body", "sample_id")
 
 
 def sample_values(slug: str, event_id: str) -> dict[str, Value]:
@@ -66,6 +75,20 @@ def _inquiry_values(conn: Connection, partner_id: int, inquiry_id: int,
         trigger, event_id))
 
 
+def _test_signing(secret: str | None) -> dict[str, Any]:
+    """How a test of a setting with this live secret (opened; None when unsigned) is
+    signed: with the setting's test key only, never the live one (current or previous).
+    The partner gets what verifies it: the ``whsec_`` test secret of a v1 setting, the
+    ``whpk_`` test public key of a v1a one."""
+    if secret is None:
+        return {"signing_keys": (), "test_signing_secret": None,
+                "test_signing_public_key": None}
+    test = test_secret(secret)
+    return {"signing_keys": (secret_key(test),),
+            "test_signing_secret": test if test.startswith(SYMMETRIC) else None,
+            "test_signing_public_key": public_key(test)}
+
+
 def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTestIn,
             sealer: Sealer, saved: Any = None
             ) -> tuple[dict[str, Any], Compiled, dict[str, Value], str]:
@@ -80,17 +103,25 @@ def prepare(conn: Connection, partner_id: int, slug: str, overrides: SettingTest
     if saved is None and overrides.url is None:
         raise Invalid("url", f"no {slug} setting is saved yet; pass url (and method, body) "
                       "to test one before saving it")
+    if saved is not None and saved["scope"] == "brand":
+        for field in OVERRIDES:
+            if getattr(overrides, field) is not None:
+                raise Invalid(field, "brand-created postbacks are tested as the brand saved "
+                              f"them, with sample values; remove {field}")
     if saved is not None:
+        headers = sealer.open_values(saved["headers"])
+        # the saved header values go only where the setting sends: a test elsewhere
+        # (a different URL) leaves them out and says which
+        elsewhere = overrides.url is not None and overrides.url != saved["url"]
         base: dict[str, Any] = {
-            **saved, "headers": sealer.open_values(saved["headers"]),
-            "signing_keys": signing_keys(saved["signing_secret"],
-                                         saved["previous_signing_secret"],
-                                         saved["previous_secret_expires_at"], sealer,
-                                         datetime.now(UTC))}
+            **saved, "headers": {} if elsewhere else headers,
+            "left_out_headers": sorted(headers) if elsewhere else [],
+            **_test_signing(sealer.open(saved["signing_secret"])
+                            if saved["signing_secret"] else None)}
     else:
         base = {"url": overrides.url, "method": "GET", "body_format": "json", "body": "",
                 "headers": {}, "success_response": None, "error_response": None,
-                "signing_keys": ()}
+                "left_out_headers": [], **_test_signing(None)}
     for field in ("url", "method", "body_format", "body"):
         value = getattr(overrides, field)
         if value is not None:
@@ -126,7 +157,9 @@ def rendered(method: str, body_format: str, compiled: Compiled, values: dict[str
 async def send_test(sender: Sender, setting: dict[str, Any], compiled: Compiled,
                     values: dict[str, Value], event_id: str) -> dict[str, Any]:
     url, body, base = rendered(setting["method"], setting["body_format"], compiled, values)
-    headers = outgoing_headers(sender.user_agent, event_id, {**base, **setting["headers"]},
+    own = {k: v for k, v in setting["headers"].items() if k.lower() != TEST_HEADER}
+    headers = outgoing_headers(sender.user_agent, event_id,
+                               {**base, **own, TEST_HEADER: "true"},
                                setting["signing_keys"],
                                body.encode("utf-8") if body is not None else url.encode("utf-8"))
     started = datetime.now(UTC)
@@ -142,6 +175,9 @@ async def send_test(sender: Sender, setting: dict[str, Any], compiled: Compiled,
                     "body": body},
         "response": None if response.status is None else {
             "status": response.status, "headers": response.headers, "body": response.text},
+        "left_out_headers": setting.get("left_out_headers", []),
+        "test_signing_secret": setting.get("test_signing_secret"),
+        "test_signing_public_key": setting.get("test_signing_public_key"),
         "sent_at": started.isoformat(),
         "latency_ms": round(response.latency_ms, 3),
         "outcome": outcome.value,
