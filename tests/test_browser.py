@@ -401,3 +401,42 @@ def test_token_search_shows_only_the_matching_tokens(
     playwright_sync.expect(tokens).to_have_count(len(before))
     assert len([b for b in tokens.all() if b.is_visible()]) == len(before)
     context.close()
+
+
+def test_catalog_upload_goes_into_the_program_selected(
+        browser: Any, site: tuple[LiveServer, World], tmp_path: Path) -> None:
+    """With two programs, the one chosen beside Show (not yet shown) is the one named
+    beside Upload and the one the file goes into."""
+    server, world = site
+    second = world.brand("POST", "/v1/programs", 201,
+                         json={"name": "Acme Shoes EU", "currency": "EUR"})["id"]
+    upload = tmp_path / "eu.csv"
+    upload.write_text("item_id,name,current_price,currency\nEU-1,Boot,40.00,EUR\n"
+                      "EU-2,Sandal,25.00,EUR\n")
+    for lang in ("zh-CN", "en-US"):
+        context = browser.new_context(locale=lang, viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        page.goto(f"{server.url}/brand/catalog")
+        page.locator("#api_key").fill(world.brand_key)
+        page.locator("button[type=submit]").click()
+        page.wait_for_url(re.compile(r"/brand/catalog$"))
+        labelled(page)
+        page.locator("#c-program").select_option(str(second))
+        playwright_sync.expect(page.locator("#u-target")).to_contain_text("Acme Shoes EU")
+        page.screenshot(path=str(shots_dir(tmp_path) / f"catalog-two-programs-{lang}.png"),
+                        full_page=True)
+        if lang == "zh-CN":
+            context.close()
+    assert page.get_by_label("Upload into program").locator("option:checked").inner_text() \
+        == "Acme Shoes EU"
+    page.get_by_label("CSV or JSON file").set_input_files(str(upload))
+    page.get_by_role("button", name="Upload", exact=True).click()
+    playwright_sync.expect(page.locator("#catalog-notice")).to_have_text(
+        "2 rows read: 2 added, 0 updated, 0 removed, 0 unchanged.")
+    playwright_sync.expect(page.locator("#catalog-items")).to_contain_text("Sandal")
+    assert page.locator("#c-program option:checked").inner_text() == "Acme Shoes EU"
+    items = world.brand("GET", f"/v1/programs/{second}/catalog/items", 200)["items"]
+    assert sorted(i["item_id"] for i in items) == ["EU-1", "EU-2"]
+    assert world.brand("GET", f"/v1/programs/{world.program_id}/catalog/items",
+                       200)["items"] == []
+    context.close()

@@ -228,6 +228,18 @@ def parse_items(name: str, data: bytes) -> list[dict[str, Any]]:
     return [_item(r) for r in csv.DictReader(io.StringIO(text))]
 
 
+@router.post("/catalog/upload")
+def upload_chosen(request: Request, sent: Form) -> Response:
+    """An upload into the program chosen in the form itself (the one named beside the
+    button), not the one the page was showing."""
+    chosen = sent.fields.get("program_id", "").strip()
+    if not chosen.isdigit():
+        p = page(request, "brand")
+        p.form(sent)
+        return _catalog(p, None, 422, error=p.gettext("Choose a program."))
+    return upload(int(chosen), request, sent)
+
+
 @router.post("/catalog/{program_id}/upload")
 def upload(program_id: int, request: Request, sent: Form) -> Response:
     """A CSV or JSON file of up to 10,000 items, upserted all or nothing; with "remove

@@ -73,6 +73,21 @@ document.addEventListener("DOMContentLoaded", () => {
   refresh();
 });
 
+// the catalog upload goes into the program chosen last, in either list, and names it
+document.addEventListener("DOMContentLoaded", () => {
+  const shown = document.getElementById("c-program");
+  const target = document.getElementById("u-program");
+  const name = document.getElementById("u-target-name");
+  if (!target) return;
+  const named = () => {
+    if (name && target.selectedOptions[0]) name.textContent = target.selectedOptions[0].text;
+  };
+  target.addEventListener("change", named);
+  if (shown) {
+    shown.addEventListener("change", () => { target.value = shown.value; named(); });
+  }
+});
+
 // the catalog upload: show the upload's progress, then the page the server answers with
 document.addEventListener("DOMContentLoaded", () => {
   const form = document.getElementById("upload-form");
