@@ -440,3 +440,22 @@ def test_catalog_upload_goes_into_the_program_selected(
     assert world.brand("GET", f"/v1/programs/{world.program_id}/catalog/items",
                        200)["items"] == []
     context.close()
+
+
+def test_api_docs_render_the_operations_offline(
+        browser: Any, site: tuple[LiveServer, World], tmp_path: Path) -> None:
+    """/docs reads the service's OpenAPI 3.1 with assets served here, none from elsewhere."""
+    server, _ = site
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(server.url) or r.url.startswith(
+        "data:") else elsewhere.append(r.url))
+    page.goto(f"{server.url}/docs")
+    operation = page.locator(".opblock-post", has_text="/v1/actions").first
+    playwright_sync.expect(operation).to_be_visible()
+    playwright_sync.expect(operation.locator(".opblock-summary-method")).to_have_text("POST")
+    assert page.locator(".errors-wrapper, .loading-container .errors").count() == 0
+    page.screenshot(path=str(shots_dir(tmp_path) / "api-docs.png"))
+    assert elsewhere == []
+    context.close()

@@ -8,13 +8,13 @@ every other request); the test tool sends on its own bounded lane (``services/la
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib.resources import files
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import Engine
-from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
 
 from postback import __version__
 from postback.api import (
@@ -58,15 +58,17 @@ def create_api(settings: Settings, db: Engine, wake: Callable[[], None] | None =
                    brand_postbacks, deliveries):
         app.include_router(module.router)
 
-    # /docs from assets shipped in a package: it works offline, with no CDN.
-    app.mount("/docs-assets", StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+    # /docs from assets shipped in a package: it works offline, with no CDN. Swagger UI 5
+    # (fastapi-offline's copy), since 4.x cannot read the OpenAPI 3.1 FastAPI writes.
+    assets = files("fastapi_offline") / "static"
+    app.mount("/docs-assets", StaticFiles(directory=str(assets)), name="docs-assets")
 
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         return get_swagger_ui_html(openapi_url="/openapi.json", title="postback API",
                                    swagger_js_url="/docs-assets/swagger-ui-bundle.js",
                                    swagger_css_url="/docs-assets/swagger-ui.css",
-                                   swagger_favicon_url="/docs-assets/favicon-32x32.png")
+                                   swagger_favicon_url="/docs-assets/favicon.png")
 
     @app.get("/v1/ip-ranges", tags=["health"])
     def ip_ranges() -> dict[str, list[str]]:
