@@ -156,3 +156,29 @@ def test_brand_created_postbacks_are_tested_as_saved(world: World, receiver: Rec
     verify(out["test_signing_secret"], req)
     with pytest.raises(WebhookVerificationError):
         verify(created["signing_secret"], req)
+
+
+def test_the_web_pages_leak_nothing_either(world: World, receiver: Receiver) -> None:
+    from tests.test_web import browser, sign_in
+
+    world.subscribe(f"{receiver.url}/saved", headers=SECRET_HEADERS)
+    created = world.brand("POST", f"/v1/partners/{world.partner_id}/postbacks", 201, json={
+        "event_type_id": world.event_type_id, "url": f"{receiver.url}/brand",
+        "headers": {"X-Brand-Key": "br4nd-s3cr3t"}})
+    client = browser(world)
+    token = sign_in(client, world.partner_key)
+    # the edit form's Test with another URL: the saved headers stay home
+    page = client.post("/partner/event-notifications/action-lifecycle/test", data={
+        "csrf_token": token, "url": f"{receiver.url}/typed", "method": "GET",
+        "body_format": "json", "enabled": "on",
+        "header_name": ["X-Api-Key", ""], "header_value": ["********", ""]})
+    assert page.status_code == 200, page.text
+    req = receiver.wait_for(1)[0]
+    assert req.path == "/typed" and not _leaks(req) and req.header("webhook-test") == "true"
+    # a brand-created postback's Test sends it as the brand saved it
+    page = client.post(f"/partner/event-notifications/scoped/{created['id']}/test",
+                       data={"csrf_token": token})
+    assert page.status_code == 200, page.text
+    req = receiver.wait_for(2)[1]
+    assert req.path == "/brand" and req.header("X-Brand-Key") == "br4nd-s3cr3t"
+    assert req.header("webhook-test") == "true" and "br4nd-s3cr3t" not in page.text

@@ -55,4 +55,6 @@ def list_mine(request: Request, who: Partner) -> dict[str, Any]:
 @router.post("/brand-postbacks/{setting_id}/test")
 def test(setting_id: IdPath, body: SettingTestIn, request: Request,
          who: Partner) -> dict[str, Any]:
+    """Send one test of this postback exactly as the brand saved it, with sample values:
+    any override (``url``, ``method``, ``body_format``, ``body``, ``sample_id``) is a 422."""
     return run_test(request, _id(who), LIFECYCLE, body, ("brand", setting_id))

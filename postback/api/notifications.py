@@ -81,6 +81,10 @@ def test_setting(slug: str, body: SettingTestIn, request: Request,
                  who: Partner) -> dict[str, Any]:
     """Render the saved setting (with any overrides) with sample values, or with one of
     your actions (``sample_id``), send it as production would, and explain the result.
+    With a ``url`` other than the saved one the saved headers are left out
+    (``left_out_headers`` names them); tests are signed with the setting's test secret,
+    never the live one (``test_signing_secret`` / ``test_signing_public_key`` verify
+    them), and carry ``webhook-test: true``.
     A few tests at a time per server: over that, 429 (test again in a few seconds)."""
     return run_test(request, _id(who), slug, body)
 
