@@ -15,6 +15,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 
 from postback.core.lifecycle import ClearingRule, LockingRule
 from postback.core.render import BodyFormat
+from postback.core.urls import url_template
 from postback.core.values import MoneyError, parse_money, utc
 
 MAX_BATCH = 10_000
@@ -185,7 +186,8 @@ class ReasonIn(Strict):
 
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,128}$")
 _RESERVED_HEADERS = {"host", "content-length", "transfer-encoding", "connection", "content-type",
-                     "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature"}
+                     "user-agent", "webhook-id", "webhook-timestamp", "webhook-signature",
+                     "webhook-test"}
 
 
 def _headers(value: dict[str, str]) -> dict[str, str]:
@@ -201,8 +203,13 @@ def _headers(value: dict[str, str]) -> dict[str, str]:
     return value
 
 
+#: checked as the sender will read it, and saved as it will be sent
+UrlTemplate = Annotated[Text, Field(min_length=1, max_length=65536),
+                        AfterValidator(url_template)]
+
+
 class NotificationSettingIn(Strict):
-    url: Annotated[Text, Field(min_length=1, max_length=65536)]
+    url: UrlTemplate
     method: Literal["GET", "POST"] = "GET"
     body_format: BodyFormat = BodyFormat.JSON
     body: Annotated[Text, Field(max_length=65536)] = ""

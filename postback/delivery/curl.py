@@ -145,6 +145,8 @@ class CurlSender(Sender):
         reusing handles costs nothing in isolation)."""
         c = pycurl.Curl()
         c.setopt(pycurl.PROTOCOLS, pycurl.PROTO_HTTP | pycurl.PROTO_HTTPS)
+        # the path as given (no /./ or /../ squashed): what is signed is what is sent
+        c.setopt(pycurl.PATH_AS_IS, 1)
         c.setopt(pycurl.NOSIGNAL, 1)
         c.setopt(pycurl.CONNECTTIMEOUT_MS, int(self.connect_timeout * 1000))
         c.setopt(pycurl.TIMEOUT_MS, int(self.total_timeout * 1000))

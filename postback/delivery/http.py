@@ -21,10 +21,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from urllib.parse import quote
 
 import aiohttp
-import idna
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
@@ -32,6 +30,7 @@ from postback.core.addresses import AddressPolicy, literal_ip
 from postback.core.responses import readable_text
 from postback.core.retry import ErrorClass
 from postback.core.signing import SigningKey, signature_headers
+from postback.core.urls import wire_url
 from postback.delivery.resolver import BlockedAddress, GuardedResolver, resolver_failure
 
 log = logging.getLogger("postback.delivery")
@@ -92,49 +91,6 @@ def outgoing_headers(user_agent: str, event_id: str, headers: dict[str, str],
 
 
 # -- the request on the wire --------------------------------------------------------------
-
-# what RFC 3986 allows in a URL as it stands (reserved, unreserved and "%")
-_URL_CHARS = "!#$%&'()*+,/:;=?@[]~"
-_URL_NEEDS_QUOTING = re.compile(r"[^A-Za-z0-9\-._" + re.escape(_URL_CHARS) + "]")
-_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Za-z:.%\-_~]+\]")
-
-
-def wire_url(url: str) -> str:
-    """The URL exactly as it is sent, by every driver: characters a URL may not hold as
-    they stand (non-ASCII, spaces, controls, ``"<>\\^`{|}``) percent-encoded as UTF-8,
-    a non-ASCII host IDNA-encoded; what is already valid, ``%XX`` escapes included, left as
-    it is (the common, all-ASCII case returns ``url`` itself). ``ValueError`` when it
-    cannot be made an absolute URL."""
-    if url.isascii() and _URL_NEEDS_QUOTING.search(url) is None:
-        return url
-    scheme, sep, rest = url.partition("://")
-    if not sep or not scheme.isascii() or not scheme.isalpha():
-        raise ValueError("not an absolute http(s) URL")
-    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
-    authority, tail = rest[:cut], rest[cut:]
-    userinfo, at, hostport = authority.rpartition("@")
-    if hostport.startswith("["):  # an IPv6 literal
-        end = hostport.find("]") + 1
-        if not end:
-            raise ValueError(f"invalid host in URL: {hostport!r}")
-        host, port = hostport[:end], hostport[end:]
-    else:
-        host, colon, digits = hostport.partition(":")
-        port = colon + digits
-    digits = port[1:]
-    if port and (port[0] != ":" or (digits and not (digits.isascii() and digits.isdigit()))):
-        raise ValueError(f"invalid port in URL: {port!r}")
-    if not host.isascii():
-        try:
-            host = idna.encode(host, uts46=True).decode("ascii")
-        except (UnicodeError, ValueError) as exc:
-            raise ValueError(f"invalid host name in URL: {host!r} ({exc})") from None
-    if not _HOST.fullmatch(host):
-        raise ValueError(f"invalid host in URL: {host!r}")
-    if userinfo:
-        userinfo = quote(userinfo, safe="!$&'()*+,;=:%~")
-    return f"{scheme}://{userinfo}{at}{host}{port}{quote(tail, safe=_URL_CHARS)}"
-
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _TOKEN_BYTES = re.compile(_TOKEN.pattern.encode())

@@ -38,6 +38,7 @@ from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InternalError,
 
 from postback.core.responses import stored_body
 from postback.core.signing import SigningKey, secret_key
+from postback.core.urls import wire_url
 from postback.core.values import utc
 from postback.db.schema import delivery, delivery_attempt, notification_setting, rate_bucket
 from postback.sealing import Sealer
@@ -63,8 +64,14 @@ class Job:
 
     @property
     def signed_content(self) -> bytes:
-        """What the signature covers: the body, or for a GET the full URL."""
-        return self.body if self.body is not None else self.url.encode("utf-8")
+        """What the signature covers: the body, or for a GET the full URL as it goes on the
+        wire (``wire_url``: byte for byte what the receiver is sent)."""
+        if self.body is not None:
+            return self.body
+        try:
+            return wire_url(self.url).encode("ascii")
+        except ValueError:  # it will not be sent (invalid_url): nothing to match
+            return self.url.encode("utf-8")
 
 
 @dataclass(frozen=True)
