@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from typing import Any
 
@@ -13,41 +12,13 @@ from postback.core.retry import ErrorClass, Outcome, classify
 from postback.delivery.http import MAX_STORED_BODY, Sender, outgoing_headers
 from tests.hostile import HostileReceiver, Script, reply
 
-
-class StallingServer:
-    """Announces a 100 MB body, sends 64 KB of it and then nothing: a partner whose answer
-    never ends."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        held: list[socket.socket] = []
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:  # closed
-                break
-            conn.recv(65536)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n"
-                         + b"y" * 65536)
-            held.append(conn)  # open, silent
-        for conn in held:
-            conn.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self.sock.close()
+#: announces a 100 MB body, sends 64 KB of it and then nothing: an answer that never ends
+STALLING = Script(b"HTTP/1.1 200 OK\r\nContent-Length: 104857600\r\n\r\n" + b"y" * 65536,
+                  then="stall")
 
 
 def test_a_body_past_what_is_stored_is_not_read_to_the_end(driver: type[Sender]) -> None:
-    server = StallingServer()
+    server = HostileReceiver(STALLING)
     try:
         async def go() -> Any:
             async with driver(1.0, 5.0, 4, "test", AddressPolicy.parse("127.0.0.0/8")) as s:
