@@ -238,7 +238,7 @@ class RecoverIn(Strict):
 class SettingTestIn(Strict):
     """Overrides for a test send; anything left out comes from the saved setting."""
 
-    url: Annotated[Text | None, Field(min_length=1, max_length=65536)] = None
+    url: UrlTemplate | None = None
     method: Literal["GET", "POST"] | None = None
     body_format: BodyFormat | None = None
     body: Annotated[Text | None, Field(max_length=65536)] = None

@@ -78,3 +78,14 @@ def test_a_get_signature_covers_the_url_exactly_as_sent(world: World,
     assert req.path.startswith("/a/./b/../c?id=") and req.path.endswith("&m=%C3%A9")
     Webhook(secret).verify(f"{receiver.url}{req.path}".encode(),
                            {k.lower(): v for k, v in req.headers.items()}, json_parse=False)
+
+
+def test_a_test_override_url_is_checked_like_a_saved_one(world: World,
+                                                         receiver: Receiver) -> None:
+    put(world, f"{receiver.url}/pb", 200)
+    err = world.partner("POST", f"{SETTING}/test", 422,
+                        json={"url": "http://127.0.0.1/x\r\nX-Injected: 1"})
+    assert err["errors"][0]["field"] == "url" and "carriage return" in err["message"]
+    sent = world.partner("POST", f"{SETTING}/test", 200, json={"url": f"{receiver.url}/é"})
+    assert sent["outcome"] == "success", sent
+    assert receiver.wait_for(1)[0].path == "/%C3%A9"
