@@ -309,7 +309,10 @@ class Engine:
 
     def _result(self, job: queue.Job, started: datetime, headers: dict[str, str],
                 response: Response) -> queue.Result:
-        outcome, error = classify(response.status, response.error, response.text,
+        # the body is read as text only where a Success or Error Response asks for it
+        # (record stores the bytes; decoding every answer twice is wasted on the hot path)
+        matched = response.text if job.success_response or job.error_response else None
+        outcome, error = classify(response.status, response.error, matched,
                                   job.success_response, job.error_response)
         message = response.message
         if error is ErrorClass.UNEXPECTED_RESPONSE:
