@@ -267,17 +267,22 @@ def never_answers(receiver_gate: threading.Event) -> Callable[[Received], Answer
     return answer
 
 
+def stuck_on_the_wire(serve: Any, receiver: Receiver) -> tuple[Any, list[int]]:
+    """A serve with one engine whose postback is on the wire and will stay there (an
+    engine would wait 120 s for it: serve does not), and its children's pids."""
+    server = serve("--workers", "1", POSTBACK_TOTAL_TIMEOUT="120")
+    server.wait_ready()
+    brand_key, action = setup_partner(server, f"{receiver.url}/pb")
+    report(server, brand_key, action, "stuck")
+    receiver.wait_for(1)
+    return server, list(server.children())
+
+
 def test_sigterm_stops_within_20_s_even_when_a_receiver_never_answers(serve: Any) -> None:
     gate = threading.Event()
     receiver = Receiver(never_answers(gate))
     try:
-        # an engine would wait this long for what is on the wire: serve does not
-        server = serve("--workers", "1", POSTBACK_TOTAL_TIMEOUT="120")
-        server.wait_ready()
-        brand_key, action = setup_partner(server, f"{receiver.url}/pb")
-        report(server, brand_key, action, "stuck")
-        receiver.wait_for(1)  # on the wire, and it will stay there
-        kids = list(server.children())
+        server, kids = stuck_on_the_wire(serve, receiver)
         server.proc.send_signal(signal.SIGTERM)
         assert server.proc.wait(timeout=20) == 0
         assert not [pid for pid in kids if alive(pid)]
@@ -291,12 +296,7 @@ def test_a_second_signal_stops_at_once(serve: Any) -> None:
     gate = threading.Event()
     receiver = Receiver(never_answers(gate))
     try:
-        server = serve("--workers", "1", POSTBACK_TOTAL_TIMEOUT="120")
-        server.wait_ready()
-        brand_key, action = setup_partner(server, f"{receiver.url}/pb")
-        report(server, brand_key, action, "stuck")
-        receiver.wait_for(1)
-        kids = list(server.children())
+        server, kids = stuck_on_the_wire(serve, receiver)
         server.proc.send_signal(signal.SIGINT)
         wait_until(lambda: "SIGINT: stopping every process" in server.logged(), 10)
         server.proc.send_signal(signal.SIGTERM)
