@@ -79,7 +79,9 @@ def test_a_result_whose_write_fails_fails_alone(make_service: Any) -> None:
         for _ in range(20):
             good.report()
         wait_all(good, 20, "succeeded")
-        assert len(good_receiver.requests) == 20
+        # every one arrived (libcurl may repeat a request whose reused connection the
+        # receiver had just closed: the same event id, which receivers drop)
+        assert len({r.query["e"] for r in good_receiver.requests}) == 20
         failed = wait_all(bad, 3, "failed")
         assert len(bad_receiver.requests) == 3  # sent once each, never again
         one = bad.partner("GET", f"/v1/deliveries/{failed[0]['id']}", 200)
