@@ -35,7 +35,7 @@ Value = str | Sequence[Mapping[str, object]] | None
 MAX_TEMPLATE_BYTES = 64 * 1024
 
 TOKEN_RE = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)(?::([^{}\r\n]*))?\}")
-_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?", re.ASCII)
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -70,6 +70,8 @@ class Problem:
     token: str | None = None
     position: int | None = None
     suggestions: tuple[str, ...] = ()
+    line: int | None = None
+    column: int | None = None
 
 
 class TemplateError(ValueError):
@@ -80,8 +82,14 @@ class TemplateError(ValueError):
 
 @dataclass(frozen=True)
 class Slot:
+    """A token's place in a template: its escaping, and where it stood (for messages)."""
+
     name: str
     escape: Callable[[Value], str]
+    context: Context = Context.URL
+    kind: Kind = Kind.TEXT
+    start: int = 0
+    end: int = 0
 
 
 @dataclass(frozen=True)
@@ -293,7 +301,8 @@ def compile_template(
         names.add(name)
         escape = (_json_bare_for(kind) if context is Context.JSON_BARE
                   else _STATIC_ESCAPES[context])
-        parts.append(Slot(name, escape if transform is None else _then(transform, escape)))
+        parts.append(Slot(name, escape if transform is None else _then(transform, escape),
+                          context, kind, match.start(), match.end()))
     if problems:
         raise TemplateError(problems)
     if text[pos:]:

@@ -26,6 +26,7 @@ from postback.core.render import (
 )
 from postback.core.routing import CLEARING, EXTRA_TRIGGERS, INQUIRY, LIFECYCLE, PRODUCT
 from postback.core.signing import PRIVATE, SYMMETRIC, new_secret, public_key
+from postback.core.template_syntax import check_body
 from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS, Kind, Token
 from postback.core.values import format_date
 from postback.db.schema import (
@@ -151,14 +152,27 @@ def check_setting(slug: str, body: NotificationSettingIn) -> Compiled:
             raise Invalid("extra_triggers", f"{trigger} is not an opt-in trigger of {slug}; "
                           f"it accepts {sorted(allowed) or 'none'}")
     try:
-        return compile_setting(slug, body.url, body.method, body.body_format.value, body.body)
+        return checked_setting(slug, body.url, body.method, body.body_format.value, body.body)
     except TemplateError as exc:
         first = exc.problems[0]
         raise Invalid(first.field, "; ".join(f"{p.field}: {p.message}" for p in exc.problems),
-                      {"problems": [
-            {"field": p.field, "message": p.message, "token": p.token,
-             "position": p.position, "suggestions": list(p.suggestions)}
-            for p in exc.problems]}) from None
+                      {"problems": problems_out(exc)}) from None
+
+
+def checked_setting(slug: str, url: str, method: str, body_format: str, body: str) -> Compiled:
+    """:func:`compile_setting`, and the body checked as the document its format says: what
+    a save must pass (settings saved before the check was added still send as saved)."""
+    compiled = compile_setting(slug, url, method, body_format, body)
+    if compiled.body is not None:
+        check_body(body, compiled.body, BodyFormat(body_format))
+    return compiled
+
+
+def problems_out(exc: TemplateError) -> list[dict[str, Any]]:
+    """A template's problems as the API and the live preview show them."""
+    return [{"field": p.field, "message": p.message, "token": p.token, "position": p.position,
+             "line": p.line, "column": p.column, "suggestions": list(p.suggestions)}
+            for p in exc.problems]
 
 
 def setting_out(row: Any) -> dict[str, Any]:

@@ -359,13 +359,10 @@ def preview(slug: str, request: Request, data: JsonBody) -> Response:
         body_format = BodyFormat.JSON
     url, body = str(data.get("url", "")), str(data.get("body", ""))
     try:
-        compiled = ns.compile_setting(slug, url, method, body_format.value,
+        compiled = ns.checked_setting(slug, url, method, body_format.value,
                                       body if method == "POST" else "")
     except TemplateError as exc:
-        return JSONResponse({"problems": [
-            {"field": x.field, "message": x.message, "token": x.token,
-             "position": x.position, "suggestions": list(x.suggestions)}
-            for x in exc.problems]})
+        return JSONResponse({"problems": ns.problems_out(exc)})
     url, rendered_body, headers = test_tool.rendered(
         method, body_format.value, compiled, test_tool.sample_values(slug, uuid7()))
     return JSONResponse({"request": {"method": method, "url": url, "headers": headers,
