@@ -14,8 +14,9 @@ slots; each slot knows its context and so its escaping:
   U+FFFD.
 * form: ``application/x-www-form-urlencoded`` encoding of the value.
 
-Rendering is plain substitution otherwise: a template need not be valid JSON or XML
-(impact.com's own published example is not).
+Rendering is plain substitution otherwise and never fails: a save must also pass
+``template_syntax.check_body`` (the body is the document its format says, every token
+standing as a value), but a setting saved before that check existed still sends as saved.
 """
 
 from __future__ import annotations
