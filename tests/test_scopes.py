@@ -78,7 +78,8 @@ def test_brand_created_postbacks(service: Service, receiver: Receiver) -> None:
     assert err["rule"] == "event_type_not_in_contract"
     rival.brand("POST", path, 404, json={"event_type_id": world.event_type_id,
                                          "url": "https://x.example/"})
-    assert rival.brand("GET", path, 200)["items"] == []
+    # another brand's partner is not found, like a made-up one
+    assert rival.brand("GET", path, 404)["message"] == "partner not found"
     rival.brand("DELETE", f"{path}/{created['id']}", 404)
     # the partner reads it (header masked) and tests it, but cannot change it
     mine = world.partner("GET", "/v1/brand-postbacks", 200)["items"]

@@ -43,6 +43,7 @@ from postback.delivery.resolver import vet_host_now
 from postback.models import BrandPostbackIn, EventLevelSettingIn, NotificationSettingIn
 from postback.sealing import MASK
 from postback.services.errors import Invalid, NotFound
+from postback.services.programs import contracted_partner
 
 
 @dataclass(frozen=True)
@@ -382,22 +383,28 @@ def _delete(conn: Connection, setting_id: int) -> None:
 
 def _contracted_event_type(conn: Connection, partner_id: int, event_type_id: int,
                            field: str, brand_id: int | None = None) -> Any:
-    """The event type, if it belongs to a program (of ``brand_id``, when given) on which the
-    partner's contract includes it; 404 for an unknown one, 422 outside the contract."""
-    query = (select(event_type.c.id, event_type.c.program_id)
+    """The event type, if the caller may see it, and the partner's contract on its program
+    includes it. A brand (``brand_id``) sees its own programs' event types; a partner those
+    of the programs it has a contract on. Any other event type is another tenant's: not
+    found, exactly like a made-up id (404). Outside the contract: 422."""
+    on_contract = (contract.c.program_id == event_type.c.program_id) & (
+        contract.c.partner_id == partner_id)
+    query = (select(event_type.c.id, event_type.c.program_id, contract.c.event_type_ids)
              .join(program, program.c.id == event_type.c.program_id)
+             .outerjoin(contract, on_contract)
              .where(event_type.c.id == event_type_id))
     if brand_id is not None:
         query = query.where(program.c.brand_id == brand_id)
+    else:
+        query = query.where(contract.c.id.is_not(None))
     etype = conn.execute(query).first()
     if etype is None:
         raise NotFound("event type", field)
-    terms = conn.execute(select(contract.c.event_type_ids).where(
-        contract.c.program_id == etype.program_id, contract.c.partner_id == partner_id)).first()
-    if terms is None or event_type_id not in terms.event_type_ids:
+    if etype.event_type_ids is None or event_type_id not in etype.event_type_ids:
+        whose = "your contract" if brand_id is None else f"partner {partner_id}'s contract"
         raise RuleViolation("event_type_not_in_contract", f"{field}: event type "
-                            f"{event_type_id} is not in partner {partner_id}'s contract on "
-                            f"program {etype.program_id}", 422)
+                            f"{event_type_id} is not in {whose} on program "
+                            f"{etype.program_id}", 422)
     return etype
 
 
@@ -414,8 +421,7 @@ def add_event_level(conn: Connection, partner_id: int, body: EventLevelSettingIn
 
 def add_brand_postback(conn: Connection, brand_id: int, partner_id: int,
                        body: BrandPostbackIn, config: Settings) -> dict[str, Any]:
-    if conn.execute(select(partner.c.id).where(partner.c.id == partner_id)).first() is None:
-        raise NotFound("partner")
+    contracted_partner(conn, brand_id, partner_id)  # another brand's partner: 404
     etype = _contracted_event_type(conn, partner_id, body.event_type_id, "event_type_id",
                                    brand_id)
     return _insert_scoped(conn, partner_id, "brand", body, config, program_id=etype.program_id,
@@ -439,6 +445,10 @@ def _insert_scoped(conn: Connection, partner_id: int, scope: str,
 
 def list_scoped(conn: Connection, partner_id: int, scope: str,
                 brand_id: int | None = None) -> list[dict[str, Any]]:
+    """A partner's settings of one scope; with ``brand_id``, those that brand made for a
+    partner it contracts (another brand's partner: 404)."""
+    if brand_id is not None:
+        contracted_partner(conn, brand_id, partner_id)
     query = select(notification_setting).where(
         notification_setting.c.partner_id == partner_id, notification_setting.c.scope == scope)
     if brand_id is not None:
@@ -458,6 +468,8 @@ def scoped_setting(conn: Connection, partner_id: int, scope: str, setting_id: in
 
 def delete_scoped(conn: Connection, partner_id: int, scope: str, setting_id: int,
                   brand_id: int | None = None) -> None:
+    if brand_id is not None:
+        contracted_partner(conn, brand_id, partner_id)
     row = scoped_setting(conn, partner_id, scope, setting_id)
     if brand_id is not None and row["brand_id"] != brand_id:
         raise NotFound("event notification setting")

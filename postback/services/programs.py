@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, Row, insert, select, update
 
 from postback.core.values import format_date
 from postback.db.schema import contract, event_type, partner, program
@@ -96,6 +96,25 @@ def put_contract(conn: Connection, brand_id: int, program_id: int, partner_id: i
                                              created_at=now, **values))
     row = conn.execute(select(contract).where(*where)).mappings().one()
     return contract_out(row)
+
+
+def contracted_partners(conn: Connection, brand_id: int) -> list[Row[Any]]:
+    """The partners a brand sees: those with a contract on one of its programs (id, name,
+    type), by id. Other partners are other tenants: a brand never learns of them."""
+    contracted = (select(contract.c.partner_id)
+                  .join(program, program.c.id == contract.c.program_id)
+                  .where(program.c.brand_id == brand_id))
+    return list(conn.execute(select(partner.c.id, partner.c.name, partner.c.partner_type)
+                             .where(partner.c.id.in_(contracted)).order_by(partner.c.id)))
+
+
+def contracted_partner(conn: Connection, brand_id: int, partner_id: int) -> None:
+    """404 unless the brand contracts this partner: another brand's partner is not found,
+    exactly like a made-up id."""
+    if conn.execute(select(contract.c.id).join(program, program.c.id == contract.c.program_id)
+                    .where(program.c.brand_id == brand_id, contract.c.partner_id == partner_id)
+                    .limit(1)).first() is None:
+        raise NotFound("partner")
 
 
 def contracted_event_types(conn: Connection, partner_id: int) -> list[dict[str, Any]]:

@@ -14,12 +14,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
-from sqlalchemy import select
 
 from postback.core.inquiries import REJECT_REASONS
 from postback.core.lifecycle import REASON_CODES, ClearingRule, LockingRule, RuleViolation
 from postback.db.engine import reader
-from postback.db.schema import partner
 from postback.models import (
     ActionIn,
     ActionPatchIn,
@@ -42,9 +40,9 @@ Refusal = (ValidationError, Invalid, RuleViolation, NotFound)
 
 
 def _partners(p: Page) -> list[Any]:
+    """The partners this brand contracts (never every partner on the platform)."""
     with reader(p.request.app.state.db).begin() as conn:
-        return list(conn.execute(select(partner.c.id, partner.c.name, partner.c.partner_type)
-                                 .order_by(partner.c.id)))
+        return programs.contracted_partners(conn, p.account_id)
 
 
 # -- programs, event types, contracts --------------------------------------------------------
