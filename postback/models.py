@@ -11,12 +11,21 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from babel.numbers import list_currencies
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from postback.core.lifecycle import ClearingRule, LockingRule
 from postback.core.render import BodyFormat
 from postback.core.urls import url_template
-from postback.core.values import MoneyError, parse_money, utc
+from postback.core.values import MoneyError, parse_money, units_problem, utc
 
 MAX_BATCH = 10_000
 
@@ -77,7 +86,26 @@ Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
 Cents = Annotated[int, BeforeValidator(_money), AfterValidator(_non_negative)]
 AwareDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_aware)]
 Text = Annotated[str, AfterValidator(_clean_text)]
-Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, e.g. USD")]
+_CURRENCIES = frozenset(list_currencies())
+
+
+def _known_currency(code: str) -> str:
+    if code not in _CURRENCIES:
+        raise ValueError(f"{code} is not an ISO 4217 currency code; use one such as USD, EUR "
+                         "or JPY")
+    return code
+
+
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, e.g. USD"),
+                     AfterValidator(_known_currency)]
+
+
+def _fit(currency: str | None, amounts: dict[str, int | None]) -> None:
+    """The amounts (cents, by field name) fit the currency's decimals (``"100.50"`` is no
+    amount of JPY); checked by the field declared after them."""
+    problem = None if currency is None else units_problem(currency, amounts)
+    if problem is not None:
+        raise ValueError(problem)
 
 
 class Strict(BaseModel):
@@ -168,6 +196,20 @@ class ActionIn(Strict):
     customer_region: Annotated[Text | None, Field(max_length=255)] = None
     customer_country: Annotated[str | None, Field(pattern=r"^[A-Z]{2}$")] = None
     items: Annotated[list[ItemIn], Field(max_length=1000)] = []
+
+    @field_validator("currency")
+    @classmethod
+    def _amounts_fit(cls, currency: str | None, info: ValidationInfo) -> str | None:
+        _fit(currency, {"amount": info.data.get("amount"), "payout": info.data.get("payout")})
+        return currency
+
+    @field_validator("items")
+    @classmethod
+    def _items_fit(cls, items: list[ItemIn], info: ValidationInfo) -> list[ItemIn]:
+        _fit(info.data.get("currency"), {
+            f"items[{i}].{name}": getattr(item, name)
+            for i, item in enumerate(items) for name in ("amount", "payout")})
+        return items
 
 
 class ActionBatchIn(Strict):
@@ -320,6 +362,13 @@ class CatalogItemIn(Strict):
     condition: _Short = None
     gender: _Short = None
     age_group: _Short = None
+
+    @field_validator("currency")
+    @classmethod
+    def _prices_fit(cls, currency: str | None, info: ValidationInfo) -> str | None:
+        _fit(currency, {"current_price": info.data.get("current_price"),
+                        "original_price": info.data.get("original_price")})
+        return currency
 
 
 class CatalogBulkItemIn(CatalogItemIn):

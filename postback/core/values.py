@@ -32,6 +32,31 @@ def parse_money(value: object) -> int:
     return int(cents)
 
 
+#: ISO 4217 currencies whose minor unit is not the cent (all others have two decimals)
+_NO_DECIMALS = frozenset(["BIF", "CLP", "DJF", "GNF", "ISK", "JPY", "KMF", "KRW", "PYG", "RWF",
+                          "UGX", "UYI", "VND", "VUV", "XAF", "XOF", "XPF"])
+_MORE_DECIMALS = {"BHD": 3, "IQD": 3, "JOD": 3, "KWD": 3, "LYD": 3, "OMR": 3, "TND": 3,
+                  "CLF": 4, "UYW": 4}
+
+
+def decimals(currency: str) -> int:
+    """The decimals ISO 4217 gives a currency: 0 for JPY, 3 for KWD, else 2."""
+    return 0 if currency in _NO_DECIMALS else _MORE_DECIMALS.get(currency, 2)
+
+
+def units_problem(currency: str, amounts: dict[str, int | None]) -> str | None:
+    """Why one of ``amounts`` (cents, by field name) is no amount of ``currency``, or None.
+    Amounts are held in cents, so a currency without decimals must come in whole units;
+    one with three or four decimals is held to two."""
+    if decimals(currency) != 0:
+        return None
+    for name, cents in amounts.items():
+        if cents is not None and cents % 100:
+            return (f"{currency} has no decimals, but {name} is \"{format_money(cents)}\"; "
+                    f"send whole amounts such as \"{abs(cents) // 100}\"")
+    return None
+
+
 def format_money(cents: int | None) -> str:
     """Cents as a decimal string with exactly two decimals; empty when missing."""
     if cents is None:
