@@ -8,7 +8,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError
 from starlette.exceptions import HTTPException
 
 from postback.core.lifecycle import RuleViolation
@@ -66,13 +65,6 @@ def install(app: FastAPI) -> None:
     async def rule(_: Request, exc: RuleViolation) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content={
             "error": exc.rule, "rule": exc.rule, "message": exc.message})
-
-    @app.exception_handler(IntegrityError)
-    async def integrity(_: Request, exc: IntegrityError) -> JSONResponse:
-        return JSONResponse(status_code=409, content={
-            "error": "conflict",
-            "message": "the change conflicts with data written at the same time "
-                       "(e.g. an oid already used); read the current state and retry"})
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:

@@ -7,12 +7,15 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
+from postback.core.lifecycle import RuleViolation
 from postback.core.payload import MONEY_FIELDS, changed_fields
 from postback.core.values import format_date, format_money
 from postback.db.schema import catalog_item, program
 from postback.models import CatalogBulkIn, CatalogItemIn
 from postback.services.errors import Invalid, NotFound
+from postback.services.integrity import unique_violation
 from postback.services.outbox import CatalogChange, enqueue_catalog_events
 
 
@@ -78,8 +81,30 @@ _update = (update(catalog_item).where(catalog_item.c.id == bindparam("b_id"))
            .values(data=bindparam("b_data"), updated_at=bindparam("b_now")))
 
 
+#: how often a change is worked out again when another request adds the same item meanwhile
+ATTEMPTS = 3
+
+
 def _apply(conn: Connection, program_id: int, items: dict[str, dict[str, Any]],
            remove_missing: bool, now: datetime) -> dict[str, int]:
+    """Write the difference between the catalog and ``items``. An item another request adds
+    at the same time (PostgreSQL: this insert waits for it, then fails) is read again and
+    the difference worked out anew, as if this request came after it."""
+    for attempt in range(ATTEMPTS):
+        try:
+            with conn.begin_nested():
+                return _apply_once(conn, program_id, items, remove_missing, now)
+        except IntegrityError as exc:
+            if not unique_violation(exc, catalog_item, "program_id", "item_id"):
+                raise
+            if attempt == ATTEMPTS - 1:
+                raise RuleViolation("conflict", "item_id: other requests keep adding these "
+                                    "items at the same time; send this one again") from None
+    raise AssertionError("unreachable")
+
+
+def _apply_once(conn: Connection, program_id: int, items: dict[str, dict[str, Any]],
+                remove_missing: bool, now: datetime) -> dict[str, int]:
     existing = {r.item_id: r for r in conn.execute(select(
         catalog_item.c.id, catalog_item.c.item_id, catalog_item.c.data).where(
         catalog_item.c.program_id == program_id))}

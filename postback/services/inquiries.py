@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from postback.core.inquiries import (
     CLOSED,
@@ -25,6 +26,7 @@ from postback.core.values import format_date, format_money
 from postback.db.schema import contract, event_type, inquiry, inquiry_policy, program
 from postback.models import ActionIn, InquiryIn, InquirySettingsIn, ResolveIn
 from postback.services.errors import Invalid, NotFound
+from postback.services.integrity import unique_violation
 from postback.services.ledger import report_actions
 from postback.services.notification_settings import check_available
 from postback.services.outbox import enqueue_inquiry_events
@@ -71,9 +73,16 @@ def put_policy(conn: Connection, brand_id: int, program_id: int, body: InquirySe
               "auto_days": auto.days, "max_expected_payout": auto.max_expected_payout,
               "monthly_cap": auto.monthly_cap, "event_type_id": auto.event_type_id,
               "updated_at": now}
-    if conn.execute(update(inquiry_policy).where(inquiry_policy.c.program_id == program_id)
-                    .values(**values)).rowcount == 0:
-        conn.execute(insert(inquiry_policy).values(program_id=program_id, **values))
+    where = inquiry_policy.c.program_id == program_id
+    if conn.execute(update(inquiry_policy).where(where).values(**values)).rowcount == 0:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(inquiry_policy).values(program_id=program_id, **values))
+        except IntegrityError as exc:
+            # saved by a request at the same time: this one comes after
+            if not unique_violation(exc, inquiry_policy, "program_id"):
+                raise
+            conn.execute(update(inquiry_policy).where(where).values(**values))
     return policy_out(policy(conn, program_id))
 
 

@@ -29,6 +29,7 @@ from postback.db.ids import allocate_ids
 from postback.db.schema import action, action_update, contract, event_type, program
 from postback.models import ActionIn, ActionPatchIn
 from postback.services.errors import Invalid, NotFound
+from postback.services.integrity import unique_violation
 from postback.services.outbox import ActionEvent, enqueue_action_events
 from postback.services.paging import page
 
@@ -104,7 +105,9 @@ def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
         with conn.begin_nested():
             conn.execute(insert(action), rows)
     except IntegrityError as exc:
-        if "oid" not in str(exc.orig):
+        # also the answer when another request reports the same oid at the same time:
+        # PostgreSQL's insert waits for it and fails once it commits
+        if not unique_violation(exc, action, "event_type_id", "oid"):
             raise
         taken = _first_taken_oid(conn, seen)  # only now: which one, for the message
         i = seen[taken] if taken is not None else 0

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from postback.config import Settings
 from postback.core.addresses import AddressPolicy, literal_ip
@@ -43,6 +44,7 @@ from postback.delivery.resolver import vet_host_now
 from postback.models import BrandPostbackIn, EventLevelSettingIn, NotificationSettingIn
 from postback.sealing import MASK
 from postback.services.errors import Invalid, NotFound
+from postback.services.integrity import unique_violation
 from postback.services.programs import contracted_partner
 
 
@@ -297,6 +299,16 @@ def put_setting(conn: Connection, partner_id: int, slug: str, body: Notification
                                    notification_setting.c.signing_secret)
                             .where(*where)).first()
     revealed = _signing(values, body, existing.signing_secret if existing else None, config)
+    if existing is None:
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(notification_setting).values(
+                    partner_id=partner_id, type=slug, created_at=now, **values))
+        except IntegrityError as exc:
+            # saved by a request at the same time: this one comes after it
+            if not unique_violation(exc, notification_setting, "partner_id", "type"):
+                raise
+            existing = conn.execute(select(notification_setting.c.id).where(*where)).one()
     if existing is not None:
         conn.execute(update(notification_setting).where(*where).values(**values))
         # off means off from this commit; on again, what was held goes out
@@ -305,9 +317,6 @@ def put_setting(conn: Connection, partner_id: int, slug: str, body: Notification
                 notify_due(conn)
         else:
             queue.hold(conn, [existing.id])
-    else:
-        conn.execute(insert(notification_setting).values(
-            partner_id=partner_id, type=slug, created_at=now, **values))
     out = setting_out(conn.execute(select(notification_setting).where(*where)).mappings().one())
     return out if revealed is None else {**out, "signing_secret": revealed}
 

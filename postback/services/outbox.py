@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from postback.core.lifecycle import Trigger
 from postback.core.payload import (
@@ -36,6 +37,7 @@ from postback.db.schema import (
 )
 from postback.db.wakeup import notify_due
 from postback.services.ids import uuid7
+from postback.services.integrity import foreign_key_violation
 from postback.services.notification_settings import Compiled, compile_setting
 
 
@@ -108,9 +110,29 @@ def active_settings(conn: Connection, partner_ids: Iterable[int],
 
 
 def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    if rows:
+    """Insert the deliveries. On PostgreSQL a setting read at the start of this transaction
+    can be deleted by one that commits before these rows are written (the insert waits for
+    it, then fails): that setting's deliveries are left out, as its deletion would have
+    cancelled them. SQLite's writers never overlap."""
+    if not rows:
+        return 0
+    if conn.dialect.name != "postgresql":
         conn.execute(insert(delivery), rows)
-        notify_due(conn)
+    else:
+        while True:
+            try:
+                with conn.begin_nested():
+                    conn.execute(insert(delivery), rows)
+                break
+            except IntegrityError as exc:
+                if not foreign_key_violation(exc, delivery, "setting_id"):
+                    raise
+                live = set(conn.execute(select(notification_setting.c.id).where(
+                    notification_setting.c.id.in_({r["setting_id"] for r in rows}))).scalars())
+                rows = [r for r in rows if r["setting_id"] in live]
+                if not rows:
+                    return 0
+    notify_due(conn)
     return len(rows)
 
 

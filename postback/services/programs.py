@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from postback.core.values import format_date
 from postback.db.schema import contract, event_type, partner, program
 from postback.models import ContractIn, EventTypeIn, ProgramIn
 from postback.services.errors import Invalid, NotFound
+from postback.services.integrity import unique_violation
 
 
 def _program_row(conn: Connection, brand_id: int, program_id: int) -> Any:
@@ -92,8 +94,16 @@ def put_contract(conn: Connection, brand_id: int, program_id: int, partner_id: i
     }
     where = (contract.c.program_id == program_id, contract.c.partner_id == partner_id)
     if conn.execute(update(contract).where(*where).values(**values)).rowcount == 0:
-        conn.execute(insert(contract).values(program_id=program_id, partner_id=partner_id,
-                                             created_at=now, **values))
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(contract).values(program_id=program_id,
+                                                     partner_id=partner_id, created_at=now,
+                                                     **values))
+        except IntegrityError as exc:
+            # the same contract written by a request at the same time: this one comes after
+            if not unique_violation(exc, contract, "program_id", "partner_id"):
+                raise
+            conn.execute(update(contract).where(*where).values(**values))
     row = conn.execute(select(contract).where(*where)).mappings().one()
     return contract_out(row)
 
