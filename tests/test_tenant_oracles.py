@@ -29,6 +29,9 @@ from tests.test_web import csrf, sign_in
 FAKE = 987_654_000  # made-up ids are FAKE + n: far above anything a test creates
 URL = "http://127.0.0.1:9/pb?a={ActionId}"  # an IP literal: saving it looks nothing up
 DATE = "2026-11-02T18:04:05+00:00"
+#: a URL only a later check refuses (not the schema): a refusal of the body must not come
+#: before an id's check, or differ with it
+UNKNOWN_TOKEN_URL = "http://127.0.0.1:9/pb?a={NoSuchToken}"
 
 #: which kind of id a parameter or body field names
 KINDS = {
@@ -292,9 +295,11 @@ def api_request(spec: dict[str, Any], path: str, op: dict[str, Any]
     return slots, build
 
 
-def api_send(service: Service, method: str, build: Any, key: str,
+def api_send(service: Service, method: str, build: Any, key: str, bad_url: bool,
              assignment: dict[Slot, Any]) -> Any:
     url, params, body = build(assignment)
+    if bad_url:
+        body = {**body, "url": UNKNOWN_TOKEN_URL}
     return service.client.request(method, url, params=params,
                                   headers={"Authorization": f"Bearer {key}"},
                                   **({"json": body} if body is not None else {}))
@@ -312,19 +317,22 @@ def test_every_api_route_answers_another_tenants_ids_as_made_up_ones(
         if not slots:
             continue
         walked.add((method, path))
-        for key in (b.brand_key, b.partner_key):
-            send = partial(api_send, service, method, build, key)
+        _, _, sample = build({s: b.own(s.kind) for s in slots})
+        with_url = (False, True) if isinstance(sample, dict) and "url" in sample else (False,)
+        for key, bad_url in itertools.product((b.brand_key, b.partner_key), with_url):
+            send = partial(api_send, service, method, build, key, bad_url)
             probe = send({s: _fake(i, s.kind) for i, s in enumerate(slots)})
             if probe.status_code == 403:
                 continue  # not this role's route: nothing reaches an id
             assert "errors" not in probe.json(), (
                 f"{method} {path}: the walk's body does not pass the schema: {probe.text}")
             for label, real, fake, swap in variants(slots, a, b, (method, path)):
+                label += ", a url with an unknown token" if bad_url else ""
                 found = differs(send(real), send(fake), swap, f"{method} {path} ({label})")
                 oracles += [found] if found else []
                 compared += 1
             for s in slots:  # contracting: a made-up partner is a plain 404
-                if (method, path, s.where) in CONTRACTING:
+                if (method, path, s.where) in CONTRACTING and not bad_url:
                     own = {x: b.own(x.kind) for x in slots}
                     answer = send({**own, s: _fake(0, s.kind)})
                     assert answer.status_code == 404, answer.text
@@ -402,12 +410,14 @@ def _slots_of(value: Any) -> list[Slot]:
 
 def web_send(client: TestClient, token: str, method: str, path: str,
              path_slots: dict[str, Slot], form: dict[str, Any], query: dict[str, Any],
-             assignment: dict[Slot, Any]) -> Any:
+             bad_url: bool, assignment: dict[Slot, Any]) -> Any:
     url = path.format(**FIXED | {n: assignment[s] for n, s in path_slots.items()})
     params = {k: _fill(v, assignment) for k, v in query.items()}
     if method == "GET":
         return client.get(url, params=params)
     data = {"csrf_token": token, **{k: _fill(v, assignment) for k, v in form.items()}}
+    if bad_url:
+        data["url"] = UNKNOWN_TOKEN_URL
     files = ({"file": ("items.csv", b"item_id,name\nWEB-UP,Shoe\n", "text/csv")}
              if path in UPLOADS else None)
     return client.post(url, params=params, data=data, files=files)
@@ -435,13 +445,17 @@ def test_every_web_route_answers_another_tenants_ids_as_made_up_ones(
         if not slots:
             continue
         walked += 1
-        for client, token in sessions:
-            send = partial(web_send, client, token, method, path, path_slots, form, query)
+        with_url = (False, True) if "url" in form else (False,)
+        for (client, token), bad_url in itertools.product(sessions, with_url):
+            send = partial(web_send, client, token, method, path, path_slots, form, query,
+                           bad_url)
             for label, real, fake, swap in variants(slots, a, b, (method, path)):
+                label += ", a url with an unknown token" if bad_url else ""
                 found = differs(send(real), send(fake), swap, f"web {method} {path} ({label})")
                 oracles += [found] if found else []
             for s in slots:
-                if (method, path, s.where) in CONTRACTING and token == sessions[0][1]:
+                if (method, path, s.where) in CONTRACTING and token == sessions[0][1] and (
+                        not bad_url):
                     own = {x: b.own(x.kind) for x in slots}
                     answer = send({**own, s: _fake(0, s.kind)})
                     assert answer.status_code == 422 and "partner not found" in answer.text
