@@ -497,3 +497,38 @@ def test_the_walk_fills_every_slot_kind(tenants: tuple[Service, Tenant, Tenant])
         assert not set(a.ids[kind]) & set(b.ids[kind]), kind
     assert all(v < FAKE for v in itertools.chain(*a.ids.values(), *b.ids.values())
                if isinstance(v, int))
+
+
+def test_nothing_of_another_tenant_shows_in_what_b_reads(
+        tenants: tuple[Service, Tenant, Tenant]) -> None:
+    """Every read (each API GET and web page, path ids B's own) as B's brand and B's
+    partner: nothing names A's accounts, programs, orders, inquiries or items."""
+    service, a, b = tenants
+    marks = [a.partner_name, "Brand A", "Program A", "OID-A", "INQ-A", "ITEM-A"]
+    spec = service.client.get("/openapi.json").json()
+    pages: list[tuple[str, str, dict[str, Any]]] = []  # (key, path, query)
+    for method, path, op in api_routes(spec):
+        if method == "GET":
+            slots, build = api_request(spec, path, op)
+            url, params, _ = build({s: b.own(s.kind) for s in slots})
+            pages += [(key, url, params) for key in (b.brand_key, b.partner_key)]
+    read = 0
+    for key, url, params in pages:
+        answer = service.client.get(url, params=params,
+                                    headers={"Authorization": f"Bearer {key}"})
+        read += answer.status_code == 200
+        for mark in marks:
+            assert mark not in answer.text, f"GET {url} names {mark}: {answer.text[:300]}"
+    for key in (b.brand_key, b.partner_key):
+        client = TestClient(service.client.app, base_url="http://testserver")
+        sign_in(client, key)
+        for method, path in web_routes(service.client.app):
+            if method != "GET":
+                continue
+            url = path.format(**FIXED | {n: b.own(KINDS[n]) for n in re.findall(r"{(\w+)}", path)
+                                         if n not in FIXED})
+            answer = client.get(url, follow_redirects=False)
+            read += answer.status_code == 200
+            for mark in marks:
+                assert mark not in answer.text, f"web {url} names {mark}"
+    assert read > 20
