@@ -17,9 +17,10 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, text
+from sqlalchemy import Connection, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
+from postback.db.schema import catalog_item, contract, event_type, notification_setting
 from postback.models import (
     ActionIn,
     CatalogItemIn,
@@ -29,8 +30,10 @@ from postback.models import (
 )
 from postback.services import catalog, inquiries, ledger, programs
 from postback.services import notification_settings as ns
+from postback.services.integrity import foreign_key_violation, unique_violation
 from tests.conftest import ADMIN, Service, World, build_world
 
+FAKE_ID = 987_654_321
 CONTRACT = {"event_type_ids": [], "locking": {"rule": "days_after_event", "days": 5},
             "clearing": {"rule": "days_after_locking", "days": 5}}
 
@@ -162,3 +165,28 @@ def test_any_other_integrity_error_is_a_500(quiet: World,
                          headers={"Authorization": f"Bearer {ADMIN}"})
     assert answer.status_code == 500
     assert "conflict" not in answer.text
+
+
+def test_the_expected_integrity_rules_are_told_apart(quiet: World) -> None:
+    """services.integrity names the key a write broke, on either database."""
+    quiet.subscribe("http://127.0.0.1:9/pb")
+    with quiet.service.db.connect() as conn, conn.begin():
+        def broken(table: Any, **values: Any) -> IntegrityError:
+            with pytest.raises(IntegrityError) as caught, conn.begin_nested():
+                conn.execute(insert(table).values(**values))
+            return caught.value
+
+        terms = conn.execute(select(contract)).mappings().one()
+        twice = broken(contract, **{k: v for k, v in terms.items() if k != "id"})
+        assert unique_violation(twice, contract, "program_id", "partner_id")
+        assert not unique_violation(twice, contract, "program_id")
+        assert not unique_violation(twice, catalog_item, "program_id", "item_id")
+        setting = conn.execute(select(notification_setting)).mappings().one()
+        again = broken(notification_setting, **{k: v for k, v in setting.items() if k != "id"})
+        assert unique_violation(again, notification_setting, "partner_id", "type")
+        orphan = broken(event_type, program_id=FAKE_ID, name="x", action_type="SALE",
+                        created_at=datetime.now(UTC))
+        assert not unique_violation(orphan, event_type, "program_id")
+        assert foreign_key_violation(orphan, event_type, "program_id") is (
+            conn.dialect.name == "postgresql")  # SQLite does not say which key
+        assert not foreign_key_violation(orphan, event_type, "name")
