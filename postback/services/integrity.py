@@ -28,9 +28,3 @@ def unique_violation(exc: IntegrityError, table: Table, *columns: str) -> bool:
         return _pg(exc, "23505", table, columns)
     return str(exc.orig) == "UNIQUE constraint failed: " + ", ".join(
         f"{table.name}.{c}" for c in columns)
-
-
-def foreign_key_violation(exc: IntegrityError, table: Table, column: str) -> bool:
-    """Whether ``exc`` is a row of ``table`` whose ``column`` names a row that is gone
-    (PostgreSQL only: SQLite does not say which key, and its writers never overlap)."""
-    return _pg(exc, "23503", table, (column,))

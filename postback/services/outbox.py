@@ -14,7 +14,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
-from sqlalchemy.exc import IntegrityError
 
 from postback.core.lifecycle import Trigger
 from postback.core.payload import (
@@ -37,7 +36,6 @@ from postback.db.schema import (
 )
 from postback.db.wakeup import notify_due
 from postback.services.ids import uuid7
-from postback.services.integrity import foreign_key_violation
 from postback.services.notification_settings import Compiled, compile_setting
 
 
@@ -97,42 +95,29 @@ def delivery_row(setting: Mapping[str, Any], compiled: Compiled, values: Mapping
 
 def active_settings(conn: Connection, partner_ids: Iterable[int],
                     types: Iterable[str]) -> dict[int, list[Mapping[str, Any]]]:
-    """Enabled, not auto-disabled settings of these types, by partner."""
+    """Enabled, not auto-disabled settings of these types, by partner.
+
+    On PostgreSQL each is locked FOR KEY SHARE, the lock its deliveries' foreign key takes
+    anyway, only now, as it is read: a partner deleting one at the same time either waits
+    for this transaction or has deleted it before this read (which then skips it, its
+    postbacks are cancelled), never in between, where the deliveries' insert would fail.
+    SQLite's writers never overlap."""
     found: dict[int, list[Mapping[str, Any]]] = {}
     for row in conn.execute(select(notification_setting).where(
             notification_setting.c.type.in_(set(types)),
             notification_setting.c.enabled.is_(True),
             notification_setting.c.disabled_at.is_(None),
             notification_setting.c.partner_id.in_(set(partner_ids)),
-    ).order_by(notification_setting.c.id)).mappings():
+    ).order_by(notification_setting.c.id).with_for_update(read=True, key_share=True)
+    ).mappings():
         found.setdefault(row["partner_id"], []).append(dict(row))
     return found
 
 
 def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> int:
-    """Insert the deliveries. On PostgreSQL a setting read at the start of this transaction
-    can be deleted by one that commits before these rows are written (the insert waits for
-    it, then fails): that setting's deliveries are left out, as its deletion would have
-    cancelled them. SQLite's writers never overlap."""
-    if not rows:
-        return 0
-    if conn.dialect.name != "postgresql":
+    if rows:
         conn.execute(insert(delivery), rows)
-    else:
-        while True:
-            try:
-                with conn.begin_nested():
-                    conn.execute(insert(delivery), rows)
-                break
-            except IntegrityError as exc:
-                if not foreign_key_violation(exc, delivery, "setting_id"):
-                    raise
-                live = set(conn.execute(select(notification_setting.c.id).where(
-                    notification_setting.c.id.in_({r["setting_id"] for r in rows}))).scalars())
-                rows = [r for r in rows if r["setting_id"] in live]
-                if not rows:
-                    return 0
-    notify_due(conn)
+        notify_due(conn)
     return len(rows)
 
 
