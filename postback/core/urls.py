@@ -22,6 +22,8 @@ _HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Za-z:.%\-_~]+\]")
 _UNSENDABLE = re.compile(r"[\x00-\x20\x7f\u0085\u00a0\u1680\u2000-\u200b\u2028\u2029"
                          r"\u202f\u205f\u3000\ufeff]")
 _TOKEN = re.compile(r"\{[A-Za-z][A-Za-z0-9_]*\}")
+_ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _NAMES = {"\r": "a carriage return (CR)", "\n": "a line break (LF)", "\t": "a tab",
           " ": "a space"}
 
@@ -60,22 +62,39 @@ def _ascii_host(host: str) -> str:
     return host
 
 
+def _as_sent(scheme: str, port: str, tail: str) -> tuple[str, str]:
+    """The port and the path-and-query as both drivers put them in the Host header and the
+    request line, which is all a receiver sees: the port without leading zeros and left out
+    when it is the scheme's default, an empty path as ``/``, a ``?`` with nothing after it
+    dropped, percent-escapes in the path in upper case (libcurl's; the query is sent as
+    it is)."""
+    if port:
+        port = f":{int(port[1:])}"
+        if port == _DEFAULT_PORTS.get(scheme.lower()):
+            port = ""
+    path, mark, query = tail.partition("?")
+    path = _ESCAPE.sub(lambda m: m.group().upper(), path) or "/"
+    return port, path + (mark + query if query else "")
+
+
 def wire_url(url: str) -> str:
     """The URL exactly as it is sent, by every driver: characters a URL may not hold as
     they stand (non-ASCII, spaces, controls, ``"<>\\^`{|}``) percent-encoded as UTF-8,
-    a non-ASCII host IDNA-encoded; what is already valid, ``%XX`` escapes included, left as
-    it is (the common, all-ASCII case returns ``url`` itself). ``ValueError`` when it
-    cannot be made an absolute URL."""
-    if url.isascii() and _URL_NEEDS_QUOTING.search(url) is None:
-        return url
+    a non-ASCII host IDNA-encoded, and port, path and query written as they go on the wire
+    (``_as_sent``), so that ``scheme://`` + the Host header + the request target the
+    receiver gets is this URL byte for byte; what is already valid, ``%XX`` escapes
+    included, left as it is. ``ValueError`` when it cannot be made an absolute URL."""
     scheme, sep, rest = url.partition("://")
     if not sep or not scheme.isascii() or not scheme.isalpha():
         raise ValueError("not an absolute http(s) URL")
     userinfo, host, port, tail = _authority(rest)
-    host = _ascii_host(host)
-    if userinfo:
-        userinfo = quote(userinfo, safe="!$&'()*+,;=:%~@")
-    return f"{scheme}://{userinfo}{host}{port}{quote(tail, safe=_URL_CHARS)}"
+    if not url.isascii() or _URL_NEEDS_QUOTING.search(url) is not None:
+        host = _ascii_host(host)
+        if userinfo:
+            userinfo = quote(userinfo, safe="!$&'()*+,;=:%~@")
+        tail = quote(tail, safe=_URL_CHARS)
+    port, tail = _as_sent(scheme, port, tail)
+    return f"{scheme.lower()}://{userinfo}{host}{port}{tail}"
 
 
 def url_template(url: str) -> str:
@@ -104,4 +123,5 @@ def url_template(url: str) -> str:
         parts.append(token.group())
         at = token.end()
     parts.append(quote(tail[at:], safe=_URL_CHARS))
-    return f"{scheme.lower()}://{host}{port}{''.join(parts)}"
+    port, tail = _as_sent(scheme, port, "".join(parts))
+    return f"{scheme.lower()}://{host}{port}{tail}"

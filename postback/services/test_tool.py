@@ -20,6 +20,7 @@ from postback.core.render import CONTENT_TYPES, BodyFormat, Value
 from postback.core.retry import classify
 from postback.core.routing import CLEARING, INQUIRY, LIFECYCLE
 from postback.core.signing import SYMMETRIC, public_key, secret_key, test_secret
+from postback.core.urls import wire_url
 from postback.db.schema import action, event_type, inquiry, notification_setting, partner, program
 from postback.delivery.http import Sender, outgoing_headers
 from postback.models import NotificationSettingIn, SettingTestIn
@@ -158,10 +159,13 @@ async def send_test(sender: Sender, setting: dict[str, Any], compiled: Compiled,
                     values: dict[str, Value], event_id: str) -> dict[str, Any]:
     url, body, base = rendered(setting["method"], setting["body_format"], compiled, values)
     own = {k: v for k, v in setting["headers"].items() if k.lower() != TEST_HEADER}
+    try:  # a GET signs the URL as it goes on the wire, as a delivery does (Job.signed_content)
+        signed = body.encode("utf-8") if body is not None else wire_url(url).encode("ascii")
+    except ValueError:  # it will not be sent (invalid_url): nothing to match
+        signed = url.encode("utf-8")
     headers = outgoing_headers(sender.user_agent, event_id,
                                {**base, **own, TEST_HEADER: "true"},
-                               setting["signing_keys"],
-                               body.encode("utf-8") if body is not None else url.encode("utf-8"))
+                               setting["signing_keys"], signed)
     started = datetime.now(UTC)
     response = await sender.send(setting["method"], url, headers,
                                  body.encode("utf-8") if body is not None else None)
