@@ -154,6 +154,20 @@ def test_an_action_reported_while_its_setting_is_deleted_is_recorded_without_it(
         "items"] == []
 
 
+def test_a_setting_deleted_while_an_action_is_reported_cancels_its_postback(
+        quiet: World) -> None:
+    quiet.subscribe("http://127.0.0.1:9/pb?id={ActionId}")
+    body = quiet.action(oid="RACE-3")
+    while_held(
+        quiet.service,
+        lambda conn: ledger.report_actions(conn, quiet.brand_id, [ActionIn.model_validate(body)],
+                                           datetime.now(UTC)),
+        lambda: quiet.partner("DELETE", "/v1/event-notifications/action-lifecycle", 204))
+    action = quiet.brand("GET", "/v1/actions?oid=RACE-3", 200)["items"][0]
+    sent = quiet.partner("GET", f"/v1/deliveries?action_id={action['id']}", 200)["items"]
+    assert [(d["status"], d["last_error"]) for d in sent] == [("failed", "setting_deleted")]
+
+
 def test_any_other_integrity_error_is_a_500(quiet: World,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*_: Any) -> None:

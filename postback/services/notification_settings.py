@@ -383,10 +383,19 @@ def discard_held(conn: Connection, partner_id: int, slug: str) -> dict[str, int]
 
 
 def _delete(conn: Connection, setting_id: int) -> None:
-    conn.execute(update(delivery).where(delivery.c.setting_id == setting_id,
-                                        delivery.c.status.in_(("pending", "held")))
-                 .values(status="failed", last_error="setting_deleted", lease_owner=None,
-                         completed_at=datetime.now(UTC)))
+    cancel = (update(delivery).where(delivery.c.setting_id == setting_id,
+                                     delivery.c.status.in_(("pending", "held")))
+              .values(status="failed", last_error="setting_deleted", lease_owner=None,
+                      completed_at=datetime.now(UTC)))
+    conn.execute(cancel)
+    # then the setting's row lock (deliveries first, as the engine's record takes them): a
+    # transaction still writing deliveries for it (it holds the row FOR KEY SHARE, see
+    # outbox.active_settings) has committed once this returns, and what it wrote is
+    # cancelled too, so no delivery is left pending without its setting (PostgreSQL;
+    # SQLite's writers never overlap)
+    conn.execute(select(notification_setting.c.id)
+                 .where(notification_setting.c.id == setting_id).with_for_update())
+    conn.execute(cancel)
     conn.execute(delete(notification_setting).where(notification_setting.c.id == setting_id))
 
 
