@@ -12,7 +12,7 @@ from tests.conftest import World
 def test_iso_4217_decimals() -> None:
     assert [decimals(c) for c in ("USD", "EUR", "JPY", "KRW", "KWD", "CLF")] == [2, 2, 0, 0, 3, 4]
     assert units_problem("JPY", {"amount": 10000, "payout": 750}) == (
-        'JPY has no decimals, but payout is "7.50"; send whole amounts such as "7"')
+        "payout", 'JPY has no decimals, but payout is "7.50"; send whole amounts such as "7"')
     assert units_problem("JPY", {"amount": 10000, "payout": None}) is None
     assert units_problem("USD", {"amount": 1}) is None
 
@@ -76,3 +76,17 @@ def test_the_programs_currency_applies_when_the_action_names_none(yen: World) ->
                     json={"amount": "900.50", "reason": "ITEM_RETURNED"})
     assert err["field"] == "amount"
     assert 'JPY has no decimals, but amount is "900.50"' in err["message"]
+
+
+def test_inquiries_and_auto_approval_caps_are_in_the_programs_currency(yen: World) -> None:
+    body = {"program_id": yen.program_id, "inquiry_type": "UNTRACKED", "oid": "ORD-JP-1",
+            "transaction_date": "2026-11-02T18:04:05+00:00", "transaction_amount": "5000",
+            "expected_payout": "150.50"}
+    err = yen.partner("POST", "/v1/inquiries", 422, json=body)
+    assert err["field"] == "expected_payout"
+    assert 'JPY has no decimals, but expected_payout is "150.50"' in err["message"]
+    assert yen.partner("POST", "/v1/inquiries", 201,
+                       json={**body, "expected_payout": "150"})["expected_payout"] == "150.00"
+    err = yen.brand("PUT", f"/v1/programs/{yen.program_id}/inquiry-settings", 422, json={
+        "auto_approval": {"mode": "off", "monthly_cap": "10000.01"}})
+    assert err["field"] == "auto_approval.monthly_cap"

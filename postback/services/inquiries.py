@@ -22,7 +22,7 @@ from postback.core.inquiries import (
     InquiryState,
 )
 from postback.core.lifecycle import RuleViolation, month_begin, month_end
-from postback.core.values import format_date, format_money
+from postback.core.values import format_date, format_money, units_problem
 from postback.db.schema import contract, event_type, inquiry, inquiry_policy, program
 from postback.models import ActionIn, InquiryIn, InquirySettingsIn, ResolveIn
 from postback.services.errors import Invalid, NotFound
@@ -57,10 +57,15 @@ def policy_out(p: InquiryPolicy) -> dict[str, Any]:
 
 def put_policy(conn: Connection, brand_id: int, program_id: int, body: InquirySettingsIn,
                now: datetime) -> dict[str, Any]:
-    if conn.execute(select(program.c.id).where(program.c.id == program_id,
-                                               program.c.brand_id == brand_id)).first() is None:
+    prog = conn.execute(select(program.c.currency).where(
+        program.c.id == program_id, program.c.brand_id == brand_id)).first()
+    if prog is None:
         raise NotFound("program")
     auto = body.auto_approval
+    misfit = units_problem(prog.currency, {"max_expected_payout": auto.max_expected_payout,
+                                           "monthly_cap": auto.monthly_cap})
+    if misfit is not None:
+        raise Invalid(f"auto_approval.{misfit[0]}", f"{misfit[1]} (the program's currency)")
     if auto.event_type_id is not None and conn.execute(select(event_type.c.id).where(
             event_type.c.id == auto.event_type_id,
             event_type.c.program_id == program_id)).first() is None:
@@ -118,6 +123,10 @@ def create_inquiry(conn: Connection, partner_id: int, body: InquiryIn,
             contract.c.program_id == body.program_id,
             contract.c.partner_id == partner_id)).first() is None:
         raise NotFound("program", "program_id")
+    misfit = units_problem(prog.currency, {"transaction_amount": body.transaction_amount,
+                                           "expected_payout": body.expected_payout})
+    if misfit is not None:
+        raise Invalid(misfit[0], f"{misfit[1]} (the program's currency)")
     rules = policy(conn, body.program_id)
     row = {
         **body.model_dump(), "brand_id": prog.brand_id, "partner_id": partner_id,

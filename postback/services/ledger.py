@@ -24,7 +24,7 @@ from postback.core.lifecycle import (
     check_reason,
     status_detail,
 )
-from postback.core.values import format_date, format_money
+from postback.core.values import format_date, format_money, units_problem
 from postback.db.ids import allocate_ids
 from postback.db.schema import action, action_update, contract, event_type, program
 from postback.models import ActionIn, ActionPatchIn
@@ -70,6 +70,12 @@ def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
             raise RuleViolation("event_type_not_in_contract", f"{where(i, 'event_type_id')}: "
                                 f"event type {a.event_type_id} is outside partner "
                                 f"{a.partner_id}'s contract on program {a.program_id}", 422)
+        misfit = None if a.currency else units_problem(programs[a.program_id].currency, {
+            "amount": a.amount, "payout": a.payout,
+            **{f"items[{j}].{name}": getattr(item, name) for j, item in enumerate(a.items)
+               for name in ("amount", "payout")}})
+        if misfit is not None:
+            raise Invalid(where(i, misfit[0]), f"{misfit[1]} (the program's currency)")
         key = (a.event_type_id, a.oid)
         if key in seen:
             raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {a.oid!r} appears twice "
@@ -175,6 +181,9 @@ def modify_action(conn: Connection, brand_id: int, action_id: int, patch: Action
     check_reason(patch.reason)
     amount = before.amount if patch.amount is None else patch.amount
     payout = before.payout if patch.payout is None else patch.payout
+    misfit = units_problem(before.currency, {"amount": patch.amount, "payout": patch.payout})
+    if misfit is not None:
+        raise Invalid(*misfit)
     if amount == before.amount and payout == before.payout:
         raise RuleViolation("no_change", "amount and payout are unchanged; send a new amount "
                             "or payout", 422)
