@@ -1,5 +1,6 @@
-"""Every refusal is a JSON body ``{error, message, ...}`` whose message names the field
-and the fix; nothing here ever answers 500 for bad input."""
+"""Every refusal is a JSON body ``{error, message, field?, ...}`` whose message names the
+field and the fix, in the caller's language (``Accept-Language``: Chinese for ``zh``, else
+English; ``core/messages.py`` has the words); nothing here ever answers 500 for bad input."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from postback.core.lifecycle import RuleViolation
+from postback.core.messages import MORE, Message, describe, field_problem, refusal
+from postback.i18n import negotiate, say
 from postback.services.errors import Invalid, NotFound
 
 _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -18,58 +21,64 @@ _CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_f
           429: "too_many_requests"}
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path") else loc)
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "body"
+def _language(request: Request) -> str:
+    return negotiate(None, request.headers.get("accept-language"))
 
 
-def _message(err: dict[str, Any]) -> str:
-    msg = str(err.get("msg", "is invalid"))
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
-    if err.get("type") == "extra_forbidden":
-        msg = "is not a known field; remove it (check the spelling)"
-    elif err.get("type") == "missing":
-        msg = "is required"
-    elif err.get("type") == "json_invalid":
-        msg = f"the body is not valid JSON ({err.get('ctx', {}).get('error', 'parse error')})"
-    return msg
+def _refusal(request: Request, text: str, field: str | None = None) -> dict[str, Any]:
+    """``message`` (and ``field`` when the text names one) of a service's refusal."""
+    named, problem = refusal(text, field)
+    named = named or field
+    message = field_problem(named, problem) if named else problem
+    return {"message": say(message, _language(request)), **({"field": named} if named else {})}
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
-    async def validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [{"field": _field(tuple(e.get("loc", ()))), "message": _message(e)}
-                  for e in exc.errors()]
-        first = errors[0] if errors else {"field": "body", "message": "is invalid"}
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        language = _language(request)
+        described = [describe(e) for e in exc.errors()]
+        errors = [{"field": path, "message": say(problem, language)}
+                  for path, problem in described]
+        first = field_problem(*described[0]) if described else Message("is invalid")
+        if len(described) > 1:
+            first = Message(MORE, message=first, n=len(described) - 1)
         return JSONResponse(status_code=422, content={
-            "error": "invalid", "message": f"{first['field']}: {first['message']}{more}",
-            "errors": errors[:100]})
+            "error": "invalid", "message": say(first, language),
+            **({"field": described[0][0]} if described else {}), "errors": errors[:100]})
 
     @app.exception_handler(Invalid)
-    async def invalid(_: Request, exc: Invalid) -> JSONResponse:
-        message = exc.message if exc.message.startswith(f"{exc.field}:") else (
-            f"{exc.field}: {exc.message}")
+    async def invalid(request: Request, exc: Invalid) -> JSONResponse:
+        language = _language(request)
+        extra = dict(exc.extra)
+        problems = extra.get("problems")
+        listed = problems if isinstance(problems, list) and all(
+            isinstance(p, dict) and "field" in p and "message" in p for p in problems) else []
+        if listed and exc.message == "; ".join(f"{p['field']}: {p['message']}" for p in listed):
+            # a template's problems, the message listing them all: each in the caller's words
+            said = [(str(p["field"]), refusal(str(p["message"]))[1]) for p in listed]
+            extra["problems"] = [{**p, "message": say(problem, language)}
+                                 for p, (_, problem) in zip(listed, said, strict=True)]
+            message = "; ".join(say(field_problem(*one), language) for one in said)
+        else:
+            message = _refusal(request, exc.message, exc.field)["message"]
         return JSONResponse(status_code=422, content={
-            "error": "invalid", "message": message, "field": exc.field, **exc.extra})
+            "error": "invalid", "message": message, **extra, "field": exc.field})
 
     @app.exception_handler(NotFound)
-    async def not_found(_: Request, exc: NotFound) -> JSONResponse:
-        return JSONResponse(status_code=404, content={"error": "not_found", "message": str(exc)})
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse(status_code=404, content={"error": "not_found",
+                                                      **_refusal(request, str(exc))})
 
     @app.exception_handler(RuleViolation)
-    async def rule(_: Request, exc: RuleViolation) -> JSONResponse:
+    async def rule(request: Request, exc: RuleViolation) -> JSONResponse:
         return JSONResponse(status_code=exc.status, content={
-            "error": exc.rule, "rule": exc.rule, "message": exc.message})
+            "error": exc.rule, "rule": exc.rule, **_refusal(request, exc.message)})
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         message = str(exc.detail)
         if message == "There was an error parsing the body":
             message = "the body is not valid JSON (it must be UTF-8 text)"
         return JSONResponse(status_code=exc.status_code, headers=exc.headers, content={
-            "error": _CODES.get(exc.status_code, "error"), "message": message})
+            "error": _CODES.get(exc.status_code, "error"), **_refusal(request, message)})

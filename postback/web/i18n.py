@@ -1,57 +1,10 @@
-"""Languages: English (the source strings) and Simplified Chinese, from message catalogs.
-
-The language is the ``pb_lang`` cookie (the switch in every page) or else the best match
-of the browser's ``Accept-Language``. Catalogs are gettext ``.po`` files under ``locale/``,
-compiled in memory when first used, so there is no build step.
-"""
+"""The web app's languages: ``postback/i18n.py`` (the catalogs are shared with the API's
+refusals), under the names the pages and the extractor use."""
 
 from __future__ import annotations
 
-from functools import cache
-from gettext import NullTranslations
-from io import BytesIO
-from pathlib import Path
+from postback.i18n import CATALOGS as _CATALOG
+from postback.i18n import DEFAULT, LANGUAGES, LOCALE_DIR, negotiate, say, translations
 
-from babel import Locale
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from babel.support import Translations
-
-LOCALE_DIR = Path(__file__).parent / "locale"
-LANGUAGES = {"en": "English", "zh": "简体中文"}  # code → its own name, for the switch
-_CATALOG = {"zh": "zh_Hans"}  # code → catalog folder
-DEFAULT = "en"
-
-
-def negotiate(cookie: str | None, accept_language: str | None) -> str:
-    if cookie in LANGUAGES:
-        return cookie
-    wanted = []
-    for part in (accept_language or "").split(","):
-        tag, _, params = part.strip().partition(";")
-        quality = 1.0
-        if params.strip().startswith("q="):
-            try:
-                quality = float(params.strip()[2:])
-            except ValueError:
-                quality = 0.0
-        if tag and quality > 0:
-            wanted.append((quality, tag.strip()))
-    for _, tag in sorted(wanted, key=lambda w: -w[0]):
-        code = tag.split("-")[0].lower()
-        if code in LANGUAGES:
-            return code
-    return DEFAULT
-
-
-@cache
-def translations(code: str) -> NullTranslations:
-    folder = _CATALOG.get(code)
-    if folder is None:
-        return NullTranslations()
-    with open(LOCALE_DIR / folder / "LC_MESSAGES" / "messages.po", "rb") as f:
-        catalog = read_po(f, locale=Locale.parse(folder))
-    buffer = BytesIO()
-    write_mo(buffer, catalog)
-    buffer.seek(0)
-    return Translations(buffer)
+__all__ = ["DEFAULT", "LANGUAGES", "LOCALE_DIR", "_CATALOG", "negotiate", "say",
+           "translations"]

@@ -1,6 +1,8 @@
-"""The web app's message catalog: every string a page can show, found in the templates
-(``_()``) and in the page handlers (``page.gettext()``), plus the names that come from the
-code (notification type titles, statuses, outcomes).
+"""The message catalog: every string a page can show, found in the templates (``_()``)
+and in the page handlers (``page.gettext()``), what refusals and diagnoses say (marked
+``N_()`` in ``core/messages.py`` and ``core/diagnosis.py``; the API's answers use them
+too), plus the names that come from the code (notification type titles, statuses,
+outcomes).
 
     python -m postback.web.messages      # add new strings to each catalog, keep the rest
 
@@ -20,6 +22,9 @@ from postback.services.notification_settings import TYPES
 from postback.web.i18n import _CATALOG, LOCALE_DIR
 
 HERE = Path(__file__).parent
+CORE = HERE.parent / "core"
+#: the core modules whose messages are marked with ``N_()``
+MARKED = ("messages.py", "diagnosis.py")
 #: shown through _(value) in templates, so the extractor cannot see them: type titles,
 #: states, and every token's meaning (the token picker)
 FROM_CODE = (*(t.title for t in TYPES.values()),
@@ -36,6 +41,11 @@ def extract() -> list[str]:
         found[message if isinstance(message, str) else message[0]] = None
     for *_, message, _comments, _context in extract_from_dir(
             str(HERE), method_map=[("*.py", "python")], keywords={"gettext": None}):
+        found[message if isinstance(message, str) else message[0]] = None
+    # what refusals and diagnoses say (the API's answers too): marked with N_() in core
+    for *_, message, _comments, _context in extract_from_dir(
+            str(CORE), method_map=[(name, "python") for name in MARKED],
+            keywords={"N_": None}):
         found[message if isinstance(message, str) else message[0]] = None
     for message in FROM_CODE:
         found[message] = None
