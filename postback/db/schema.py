@@ -106,6 +106,9 @@ web_session = Table(
     Column("csrf_token", String(64), nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False),
+    # what a form's POST leaves for the page it redirects to, shown once (JSON; secrets
+    # in it sealed): services/web_sessions.py add_flash, take_flash
+    Column("flash", Text),
 )
 
 program = Table(

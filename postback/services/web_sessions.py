@@ -9,11 +9,13 @@ moment that key is revoked, an operator's the moment its token is no longer acce
 from __future__ import annotations
 
 import hmac
+import json
 import secrets
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, delete, insert, select, update
 
 from postback.db.schema import api_key, operator_credential, web_session
 from postback.services.accounts import Principal, Role, hash_key
@@ -73,3 +75,78 @@ def find_session(conn: Connection, token: str, now: datetime,
 
 def close_session(conn: Connection, token: str) -> None:
     conn.execute(delete(web_session).where(web_session.c.token_hash == hash_key(token)))
+
+
+def utc_iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat()
+
+
+# -- flash: what a form's POST leaves for the one page its redirect leads to ----------------
+
+#: at most this many waiting entries per session (the newest kept), each for this long
+FLASH_ENTRIES = 8
+FLASH_LIFETIME = timedelta(minutes=10)
+
+
+def _flash_row(conn: Connection, token: str, lock: bool = False) -> tuple[int, list[Any]] | None:
+    query = select(web_session.c.id, web_session.c.flash).where(
+        web_session.c.token_hash == hash_key(token))
+    row = conn.execute(query.with_for_update() if lock else query).first()
+    if row is None:
+        return None
+    try:
+        entries = json.loads(row.flash) if row.flash else []
+    except ValueError:
+        entries = []
+    return row.id, entries if isinstance(entries, list) else []
+
+
+def _fresh(entries: list[Any], now: datetime) -> list[dict[str, Any]]:
+    def made(entry: dict[str, Any]) -> datetime | None:
+        try:
+            return datetime.fromisoformat(str(entry.get("at")))
+        except ValueError:
+            return None
+
+    since = now - FLASH_LIFETIME
+    return [e for e in entries
+            if isinstance(e, dict) and (at := made(e)) is not None and at >= since]
+
+
+def add_flash(conn: Connection, token: str, path: str, data: dict[str, Any],
+              now: datetime) -> None:
+    """Keep ``data`` (JSON) for the next page at ``path`` this session opens: a Post/
+    Redirect/Get's result, taken by :func:`take_flash` and so shown once. Call inside a
+    write transaction."""
+    found = _flash_row(conn, token, lock=True)
+    if found is None:
+        return
+    row_id, entries = found
+    kept = _fresh(entries, now)[-(FLASH_ENTRIES - 1):]
+    kept.append({"path": path, "at": utc_iso(now), "data": data})
+    conn.execute(update(web_session).where(web_session.c.id == row_id)
+                 .values(flash=json.dumps(kept)))
+
+
+def flash_waiting(conn: Connection, token: str, path: str) -> bool:
+    """Whether something waits for the page at ``path`` (a read: the page takes it only
+    then, so other pages write nothing)."""
+    found = _flash_row(conn, token)
+    return found is not None and any(
+        isinstance(e, dict) and e.get("path") == path for e in found[1])
+
+
+def take_flash(conn: Connection, token: str, path: str, now: datetime) -> list[dict[str, Any]]:
+    """What waits for the page at ``path``, oldest first, removed as it is read: a reload
+    finds nothing. Call inside a write transaction."""
+    found = _flash_row(conn, token, lock=True)
+    if found is None:
+        return []
+    row_id, entries = found
+    fresh = _fresh(entries, now)
+    taken = [e for e in fresh if e.get("path") == path]
+    if taken or len(fresh) != len(entries):
+        rest = [e for e in fresh if e.get("path") != path]
+        conn.execute(update(web_session).where(web_session.c.id == row_id)
+                     .values(flash=json.dumps(rest) if rest else None))
+    return [dict(e.get("data") or {}) for e in taken]
