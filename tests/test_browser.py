@@ -141,7 +141,7 @@ def test_partner_sets_up_tests_and_resends_a_postback(
     rows.first.get_by_role("link").click()
     playwright_sync.expect(page.locator(".attempt-response").first).to_contain_text("HTTP 200")
     page.get_by_role("button", name="Resend").click()
-    playwright_sync.expect(page.locator(".notice")).to_contain_text("Queued again")
+    playwright_sync.expect(page.locator(".notice")).to_contain_text("queued again")
     again = receiver.wait_for(3)
     assert again[2].query == again[1].query == {"id": str(action["id"]), "sub": "member-42",
                                                 "pay": "7.50"}

@@ -1,13 +1,17 @@
 """Brand screens: programs with their event types and partner contracts (locking and
 clearing rules); actions to report, modify, reverse and approve; the product catalog (one
 item, or a CSV/JSON file as one bulk upsert); inquiries to resolve with the exact reject
-reasons; postbacks the brand creates for a partner."""
+reasons; postbacks the brand creates for a partner.
+
+A refused form comes back as it was sent, each problem beside its field; a form that
+changes something redirects to its page (Post/Redirect/Get) with a notice shown once."""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,6 +21,7 @@ from pydantic import ValidationError
 
 from postback.core.inquiries import REJECT_REASONS
 from postback.core.lifecycle import REASON_CODES, ClearingRule, LockingRule, RuleViolation
+from postback.core.messages import describe, refusal
 from postback.db.engine import reader
 from postback.models import (
     ActionIn,
@@ -32,7 +37,7 @@ from postback.models import (
 from postback.services import catalog, inquiries, ledger, programs
 from postback.services import notification_settings as ns
 from postback.services.errors import Invalid, NotFound
-from postback.web.pages import Forbidden, Form, Page, page, redirect, refusal_message
+from postback.web.pages import EMPTY, Filled, Forbidden, Form, Id, Page, page
 
 router = APIRouter(prefix="/brand", include_in_schema=False)
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
@@ -47,10 +52,20 @@ def _partners(p: Page) -> list[Any]:
 
 # -- programs, event types, contracts --------------------------------------------------------
 
-def _programs(p: Page, status: int = 200, error: str | None = None) -> Response:
+PROGRAM_FIELDS = ("name", "currency")
+EVENT_TYPE_FIELDS = ("name", "action_type")
+CONTRACT_FIELDS = ("partner_id", "event_type_ids", "locking_rule", "locking_days",
+                   "clearing_rule", "clearing_days")
+#: a contract's model fields → the form's
+CONTRACT_NAMES = {"locking.rule": "locking_rule", "locking.days": "locking_days",
+                  "clearing.rule": "clearing_rule", "clearing.days": "clearing_days",
+                  "locking": "locking_rule", "clearing": "clearing_rule"}
+
+
+def _programs(p: Page, status: int = 200, filled: Filled = EMPTY) -> Response:
     with reader(p.request.app.state.db).begin() as conn:
         found = programs.list_programs(conn, p.account_id)
-    return p.render("brand/programs.html", status=status, programs=found, error=error,
+    return p.render("brand/programs.html", status=status, programs=found, filled=filled,
                     partners=_partners(p), locking_rules=[r.value for r in LockingRule],
                     clearing_rules=[r.value for r in ClearingRule])
 
@@ -68,14 +83,15 @@ def add_program(request: Request, sent: Form) -> Response:
         body = ProgramIn.model_validate({"name": form.get("name", "").strip(),
                                          "currency": form.get("currency", "").strip().upper()})
         with request.app.state.db.begin() as conn:
-            programs.create_program(conn, p.account_id, body)
+            made = programs.create_program(conn, p.account_id, body)
     except Refusal as exc:
-        return _programs(p, 422, refusal_message(exc))
-    return redirect("/brand")
+        return _programs(p, 422, Filled("program", form, p.refusal(exc), PROGRAM_FIELDS))
+    return p.done(f"/brand#program-{made['id']}",
+                  p.gettext("Program %(name)s added.", name=body.name))
 
 
 @router.post("/programs/{program_id}/event-types")
-def add_event_type(program_id: int, request: Request, sent: Form) -> Response:
+def add_event_type(program_id: Id, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
     form = p.form(sent)
     try:
@@ -84,16 +100,24 @@ def add_event_type(program_id: int, request: Request, sent: Form) -> Response:
         with request.app.state.db.begin() as conn:
             programs.add_event_type(conn, p.account_id, program_id, body)
     except Refusal as exc:
-        return _programs(p, 422, refusal_message(exc))
-    return redirect("/brand")
+        return _programs(p, 422, Filled(f"event-type-{program_id}", form, p.refusal(exc),
+                                        EVENT_TYPE_FIELDS))
+    return p.done(f"/brand#program-{program_id}",
+                  p.gettext("Event type %(name)s added.", name=body.name))
 
 
 @router.post("/programs/{program_id}/contracts")
-def put_contract(program_id: int, request: Request, sent: Form) -> Response:
+def put_contract(program_id: Id, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
     p.form(sent)
     lists = sent.lists
-    one = {k: v[0] for k, v in lists.items()}
+    one = {k: v[-1] for k, v in lists.items()}
+    values = {**one, "event_type_ids": lists.get("event_type_ids", [])}
+    name = f"contract-{program_id}"
+    partner_text = one.get("partner_id", "").strip()
+    if not partner_text.isdigit():
+        return _programs(p, 422, Filled(name, values, {"partner_id": p.gettext(
+            "Partner: choose one")}, CONTRACT_FIELDS))
     try:
         body = ContractIn.model_validate({
             "event_type_ids": lists.get("event_type_ids", []),
@@ -101,24 +125,29 @@ def put_contract(program_id: int, request: Request, sent: Form) -> Response:
             "clearing": {"rule": one.get("clearing_rule"),
                          "days": one.get("clearing_days") or 0}})
         with request.app.state.db.begin() as conn:
-            programs.put_contract(conn, p.account_id, program_id,
-                                  int(one.get("partner_id", "0") or 0), body)
+            programs.put_contract(conn, p.account_id, program_id, int(partner_text), body)
     except Refusal as exc:
-        return _programs(p, 422, refusal_message(exc))
-    except ValueError:
-        return _programs(p, 422, "partner_id: choose a partner")
-    return redirect("/brand")
+        return _programs(p, 422, Filled(name, values, p.refusal(exc, names=CONTRACT_NAMES),
+                                        CONTRACT_FIELDS))
+    return p.done(f"/brand#program-{program_id}", p.gettext(
+        "Contract saved for partner %(id)s.", id=partner_text))
 
 
 # -- actions -------------------------------------------------------------------------------
 
-def _actions(p: Page, status: int = 200, error: str | None = None,
-             notice: str | None = None) -> Response:
+REPORT_FIELDS = ("event_type", "partner_id", "oid", "amount", "payout", "sub_id1")
+#: the report's model fields → the form's (program and event type are one choice)
+REPORT_NAMES = {"program_id": "event_type", "event_type_id": "event_type"}
+CHANGE_FIELDS = ("amount", "payout", "reason")
+
+
+def _actions(p: Page, status: int = 200, filled: Filled = EMPTY,
+             error: str | None = None) -> Response:
     with reader(p.request.app.state.db).begin() as conn:
         found = ledger.list_actions(conn, brand_id=p.account_id, limit=100)
         progs = programs.list_programs(conn, p.account_id)
     return p.render("brand/actions.html", status=status, items=found["items"], error=error,
-                    notice=notice, programs=progs, partners=_partners(p),
+                    filled=filled, programs=progs, partners=_partners(p),
                     reasons=sorted(REASON_CODES))
 
 
@@ -142,16 +171,19 @@ def report(request: Request, sent: Form) -> Response:
         with request.app.state.db.begin() as conn:
             rows = ledger.report_actions(conn, p.account_id, [body], datetime.now(UTC))
     except Refusal as exc:
-        return _actions(p, 422, refusal_message(exc))
+        return _actions(p, 422, Filled("report", form, p.refusal(exc, names=REPORT_NAMES),
+                                       REPORT_FIELDS))
     request.app.state.wake()
-    return _actions(p, notice=p.gettext("Action %(id)s reported.", id=rows[0]["id"]))
+    return p.done("/brand/actions", p.gettext("Action %(id)s reported.", id=rows[0]["id"]))
 
 
 @router.post("/actions/{action_id}/{change}")
-def change(action_id: int, change: str, request: Request, sent: Form) -> Response:
+def change(action_id: Id, change: str, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
     form = p.form(sent)
     now = datetime.now(UTC)
+    if change not in ("modify", "reverse", "approve"):
+        raise Forbidden(p.gettext("There is no such change."), 404)
     try:
         with request.app.state.db.begin() as conn:
             if change == "modify":
@@ -163,27 +195,38 @@ def change(action_id: int, change: str, request: Request, sent: Form) -> Respons
             elif change == "reverse":
                 ledger.reverse_action(conn, p.account_id, action_id,
                                       form.get("reason") or "REJECTED", now)
-            elif change == "approve":
-                ledger.approve_action(conn, p.account_id, action_id, now)
             else:
-                raise NotFound("change")
+                ledger.approve_action(conn, p.account_id, action_id, now)
+    except NotFound as exc:  # not this brand's: there is no form of it on the page
+        return _actions(p, 422, error=p.refusal_text(exc))
     except Refusal as exc:
-        return _actions(p, 422, refusal_message(exc))
+        return _actions(p, 422, Filled(f"{change}-{action_id}", form, p.refusal(exc),
+                                       CHANGE_FIELDS if change == "modify" else ("reason",)))
     request.app.state.wake()
-    return _actions(p, notice=p.gettext("Action %(id)s changed.", id=action_id))
+    notice = {"modify": p.gettext("Action %(id)s modified.", id=action_id),
+              "reverse": p.gettext("Action %(id)s reversed.", id=action_id),
+              "approve": p.gettext("Action %(id)s approved.", id=action_id)}[change]
+    return p.done("/brand/actions", notice)
 
 
 # -- catalog -------------------------------------------------------------------------------
 
-def _catalog(p: Page, program_id: int | None, status: int = 200, **extra: Any) -> Response:
+ITEM_FIELDS = ("item_id", "name", "current_price", "currency", "stock_availability", "url")
+#: the catalog's fields are named as in a file's header row, so its forms use those names
+CATALOG_LABELS: dict[str, str] = {}
+_ROW = re.compile(r"items\[(\d+)\](?:\.(\w+))?")
+
+
+def _catalog(p: Page, program_id: int | None, status: int = 200, filled: Filled = EMPTY,
+             error: str | None = None) -> Response:
     with reader(p.request.app.state.db).begin() as conn:
         progs = programs.list_programs(conn, p.account_id)
         chosen = program_id or (progs[0]["id"] if progs else None)
         items = (catalog.list_items(conn, p.account_id, chosen, None, 100)["items"]
                  if chosen and any(x["id"] == chosen for x in progs) else [])
     return p.render("brand/catalog.html", status=status, programs=progs, program_id=chosen,
-                    items=items, fields=list(CatalogItemIn.model_fields),
-                    error=extra.pop("error", None), notice=extra.pop("notice", None))
+                    items=items, fields=list(CatalogItemIn.model_fields), filled=filled,
+                    error=error)
 
 
 @router.get("/catalog")
@@ -197,20 +240,23 @@ def _item(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 @router.post("/catalog/{program_id}/items")
-def put_item(program_id: int, request: Request, sent: Form) -> Response:
+def put_item(program_id: Id, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
     form = p.form(sent)
-    item_id = form.pop("item_id", "").strip()
+    fields = dict(form)
+    item_id = fields.pop("item_id", "").strip()
     try:
         if not item_id:
-            raise Invalid("item_id", "is required")
-        body = CatalogItemIn.model_validate(_item(form))
+            raise Invalid("item_id", p.gettext("enter the item's id, e.g. SKU-1"))
+        body = CatalogItemIn.model_validate(_item(fields))
         with request.app.state.db.begin() as conn:
             catalog.put_item(conn, p.account_id, program_id, item_id, body, datetime.now(UTC))
     except Refusal as exc:
-        return _catalog(p, program_id, 422, error=refusal_message(exc))
+        return _catalog(p, program_id, 422, Filled(
+            "item", form, p.refusal(exc, labels=CATALOG_LABELS), ITEM_FIELDS))
     request.app.state.wake()
-    return _catalog(p, program_id, notice=p.gettext("Item %(id)s saved.", id=item_id))
+    return p.done(f"/brand/catalog?program_id={program_id}",
+                  p.gettext("Item %(id)s saved.", id=item_id))
 
 
 def parse_items(name: str, data: bytes) -> list[dict[str, Any]]:
@@ -226,50 +272,76 @@ def parse_items(name: str, data: bytes) -> list[dict[str, Any]]:
     return [_item(r) for r in csv.DictReader(io.StringIO(text))]
 
 
+def _row_problem(p: Page, exc: Exception) -> str:
+    """What is wrong with an uploaded file, naming the row (counted from 1) and the
+    column."""
+    if isinstance(exc, ValidationError):
+        path, problem = describe(exc.errors()[0])
+    elif isinstance(exc, Invalid):
+        path, problem = exc.field, refusal(exc.message, exc.field, plain=True)[1]
+    else:
+        return p.refusal_text(exc, labels=CATALOG_LABELS)
+    row = _ROW.fullmatch(path)
+    if row is None:
+        return p.gettext("The file: %(problem)s", problem=p.say(problem))
+    if row.group(2):
+        return p.gettext("row %(row)s, %(field)s: %(problem)s", row=int(row.group(1)) + 1,
+                         field=row.group(2), problem=p.say(problem))
+    return p.gettext("row %(row)s: %(problem)s", row=int(row.group(1)) + 1,
+                     problem=p.say(problem))
+
+
 @router.post("/catalog/upload")
 def upload_chosen(request: Request, sent: Form) -> Response:
     """An upload into the program chosen in the form itself (the one named beside the
     button), not the one the page was showing."""
     chosen = sent.fields.get("program_id", "").strip()
-    if not chosen.isdigit():
+    if not chosen.isdigit() or not 1 <= int(chosen) < 2**63:
         p = page(request, "brand")
         p.form(sent)
-        return _catalog(p, None, 422, error=p.gettext("Choose a program."))
+        return _catalog(p, None, 422, Filled("upload", sent.fields, {
+            "program_id": p.gettext("Choose a program.")}, ("program_id", "file")))
     return upload(int(chosen), request, sent)
 
 
 @router.post("/catalog/{program_id}/upload")
-def upload(program_id: int, request: Request, sent: Form) -> Response:
+def upload(program_id: Id, request: Request, sent: Form) -> Response:
     """A CSV or JSON file of up to 10,000 items, upserted all or nothing; with "remove
     missing" the catalog becomes exactly the file. A bad row is named by its number."""
     p = page(request, "brand")
     form = p.form(sent)
     upload = sent.files.get("file")
+
+    def refused(message: str) -> Response:
+        # the file itself cannot be put back in the form (no browser allows it)
+        return _catalog(p, program_id, 422, Filled(
+            "upload", {**form, "program_id": str(program_id)}, {"file": message},
+            ("program_id", "file", "remove_missing")))
+
     if upload is None or not upload.filename:
-        return _catalog(p, program_id, 422, error=p.gettext("Choose a CSV or JSON file."))
+        return refused(p.gettext("Choose a CSV or JSON file."))
     data = upload.file.read(MAX_UPLOAD_BYTES + 1)  # on this request's thread
     try:
         if len(data) > MAX_UPLOAD_BYTES:
-            raise Invalid("file", "is over 20 MB; split it")
+            return refused(p.gettext("The file is over 20 MB; split it."))
         rows = parse_items(upload.filename, data)
-        try:
-            body = CatalogBulkIn.model_validate({"items": rows,
-                                                 "remove_missing": "remove_missing" in form})
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = first.get("loc", ())
-            where = (f"row {int(loc[1]) + 1}" + (f", {loc[2]}" if len(loc) > 2 else "")
-                     if len(loc) > 1 and loc[0] == "items" else "file")
-            raise Invalid("file", f"{where}: {first.get('msg')}") from None
+        body = CatalogBulkIn.model_validate({"items": rows,
+                                             "remove_missing": "remove_missing" in form})
         with request.app.state.db.begin() as conn:
             out = catalog.bulk_upsert(conn, p.account_id, program_id, body, datetime.now(UTC))
-    except Refusal as exc:
-        return _catalog(p, program_id, 422, error=refusal_message(exc))
+    except Invalid as exc:
+        if exc.field == "file":
+            return refused(p.gettext('The file: a JSON upload is a list of items or '
+                                     '{"items": [...]}'))
+        return refused(_row_problem(p, exc))
+    except ValidationError as exc:
+        return refused(_row_problem(p, exc))
+    except (RuleViolation, NotFound) as exc:
+        return refused(p.refusal_text(exc))
     except (ValueError, csv.Error) as exc:  # undecodable, or not CSV or JSON at all
-        return _catalog(p, program_id, 422,
-                        error=p.gettext("The file is not UTF-8 CSV or JSON: %(e)s", e=exc))
+        return refused(p.gettext("The file is not UTF-8 CSV or JSON: %(e)s", e=exc))
     request.app.state.wake()
-    return _catalog(p, program_id, notice=p.gettext(
+    return p.done(f"/brand/catalog?program_id={program_id}", p.gettext(
         "%(n)s rows read: %(a)s added, %(u)s updated, %(r)s removed, %(s)s unchanged.",
         n=len(rows), a=out.get("added", 0), u=out.get("updated", 0),
         r=out.get("removed", 0), s=out.get("unchanged", 0)))
@@ -289,7 +361,8 @@ def _accept_choice(prog: dict[str, Any], auto_event_type: int | None,
     return {"event_types": prog["event_types"], "default": default}
 
 
-def _inquiries(p: Page, status: int = 200, error: str | None = None) -> Response:
+def _inquiries(p: Page, status: int = 200, filled: Filled = EMPTY,
+               error: str | None = None) -> Response:
     with reader(p.request.app.state.db).begin() as conn:
         found = inquiries.list_inquiries(conn, brand_id=p.account_id, limit=100)
         progs = {prog["id"]: prog for prog in programs.list_programs(conn, p.account_id)}
@@ -298,7 +371,7 @@ def _inquiries(p: Page, status: int = 200, error: str | None = None) -> Response
                                        i["partner_id"])
                for i in found["items"] if i["program_id"] in progs}
     return p.render("brand/inquiries.html", status=status, items=found["items"],
-                    reasons=REJECT_REASONS, error=error, choices=choices)
+                    reasons=REJECT_REASONS, error=error, choices=choices, filled=filled)
 
 
 @router.get("/inquiries")
@@ -307,7 +380,7 @@ def inquiry_list(request: Request) -> Response:
 
 
 @router.post("/inquiries/{inquiry_id}/resolve")
-def resolve(inquiry_id: int, request: Request, sent: Form) -> Response:
+def resolve(inquiry_id: Id, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
     form = p.form(sent)
     declined = form.get("resolution_status") == "DECLINED"
@@ -319,21 +392,31 @@ def resolve(inquiry_id: int, request: Request, sent: Form) -> Response:
             "payout": None if declined else (form.get("payout", "").strip() or None)})
         with request.app.state.db.begin() as conn:
             inquiries.resolve_inquiry(conn, p.account_id, inquiry_id, body, datetime.now(UTC))
+    except NotFound as exc:  # not this brand's: there is no form of it on the page
+        return _inquiries(p, 422, error=p.refusal_text(exc))
     except Refusal as exc:
-        return _inquiries(p, 422, refusal_message(exc))
+        kind = "decline" if declined else "accept"
+        return _inquiries(p, 422, Filled(
+            f"{kind}-{inquiry_id}", form, p.refusal(exc),
+            ("reject_reason",) if declined else ("event_type_id", "payout")))
     request.app.state.wake()
-    return redirect("/brand/inquiries")
+    return p.done("/brand/inquiries", p.gettext("Inquiry %(id)s declined.", id=inquiry_id)
+                  if declined else p.gettext("Inquiry %(id)s accepted: its action is created.",
+                                             id=inquiry_id))
 
 
 # -- postbacks for a partner --------------------------------------------------------------
 
-def _postbacks(p: Page, status: int = 200, error: str | None = None) -> Response:
+POSTBACK_FIELDS = ("partner_id", "event_type_id", "url", "method", "body_format", "body")
+
+
+def _postbacks(p: Page, status: int = 200, filled: Filled = EMPTY) -> Response:
     with reader(p.request.app.state.db).begin() as conn:
         made = {row.id: ns.list_scoped(conn, row.id, "brand", brand_id=p.account_id)
                 for row in _partners(p)}
         progs = programs.list_programs(conn, p.account_id)
     return p.render("brand/postbacks.html", status=status, made=made, partners=_partners(p),
-                    programs=progs, error=error)
+                    programs=progs, filled=filled)
 
 
 @router.get("/postbacks")
@@ -346,6 +429,10 @@ def add_postback(request: Request, sent: Form) -> Response:
     p = page(request, "brand")
     form = p.form(sent)
     config = request.app.state.settings
+    partner_text = form.get("partner_id", "").strip()
+    if not partner_text.isdigit():
+        return _postbacks(p, 422, Filled("postback", form, {"partner_id": p.gettext(
+            "Partner: choose one")}, POSTBACK_FIELDS))
     try:
         body = BrandPostbackIn.model_validate({
             "url": form.get("url", "").strip(), "method": form.get("method") or "GET",
@@ -354,15 +441,15 @@ def add_postback(request: Request, sent: Form) -> Response:
             "event_type_id": form.get("event_type_id") or None})
         ns.vet_target(body.url, config)
         with request.app.state.db.begin() as conn:
-            ns.add_brand_postback(conn, p.account_id, int(form.get("partner_id") or 0), body,
-                                  config)
+            ns.add_brand_postback(conn, p.account_id, int(partner_text), body, config)
     except Refusal as exc:
-        return _postbacks(p, 422, refusal_message(exc))
-    return redirect("/brand/postbacks")
+        return _postbacks(p, 422, Filled("postback", form, p.refusal(exc), POSTBACK_FIELDS))
+    return p.done("/brand/postbacks", p.gettext("Postback added for partner %(id)s.",
+                                                id=partner_text))
 
 
 @router.post("/postbacks/{partner_id}/{setting_id}/delete")
-def delete_postback(partner_id: int, setting_id: int, request: Request, sent: Form) -> Response:
+def delete_postback(partner_id: Id, setting_id: Id, request: Request, sent: Form) -> Response:
     p = page(request, "brand")
     p.form(sent)
     try:
@@ -370,4 +457,4 @@ def delete_postback(partner_id: int, setting_id: int, request: Request, sent: Fo
             ns.delete_scoped(conn, partner_id, "brand", setting_id, brand_id=p.account_id)
     except NotFound:
         raise Forbidden(p.gettext("There is no such postback."), 404) from None
-    return redirect("/brand/postbacks")
+    return p.done("/brand/postbacks", p.gettext("Postback %(id)s deleted.", id=setting_id))

@@ -4,7 +4,6 @@ and a chart of the last seven days."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
@@ -17,7 +16,7 @@ from postback.services import deliveries as service
 from postback.services import notification_settings as ns
 from postback.services.errors import NotFound
 from postback.web.chart import hourly_svg
-from postback.web.pages import Forbidden, Form, page, redirect, utc_input
+from postback.web.pages import EMPTY, Filled, Forbidden, Form, Id, Page, page, utc_input
 
 router = APIRouter(prefix="/partner/deliveries", include_in_schema=False)
 STATUSES = ("pending", "held", "succeeded", "failed")
@@ -29,7 +28,13 @@ TRIGGERS = ("TRACKED", "MODIFIED", "REVERSED", "LOCKED", "PAID", "CLEARED",
 def deliveries(request: Request, type: str = "", trigger: str = "", status: str = "",
                since: str = "", until: str = "", action_id: str = "",
                cursor: str = "") -> Response:
-    p = page(request, "partner")
+    return _list(page(request, "partner"), type=type, trigger=trigger, status=status,
+                 since=since, until=until, action_id=action_id, cursor=cursor)
+
+
+def _list(p: Page, status_code: int = 200, filled: Filled = EMPTY, type: str = "",
+          trigger: str = "", status: str = "", since: str = "", until: str = "",
+          action_id: str = "", cursor: str = "") -> Response:
     filters = {"type": type if type in ns.TYPES else "",
                "trigger": trigger if trigger in TRIGGERS else "",
                "status": status if status in STATUSES else "",
@@ -37,7 +42,7 @@ def deliveries(request: Request, type: str = "", trigger: str = "", status: str 
                "until": until if utc_input(until) else "",
                "action_id": action_id if action_id.isdigit() else ""}
     now = datetime.now(UTC)
-    with reader(request.app.state.db).begin() as conn:
+    with reader(p.request.app.state.db).begin() as conn:
         found = service.list_deliveries(
             conn, p.account_id, status=filters["status"] or None,
             trigger=filters["trigger"] or None, type=filters["type"] or None,
@@ -53,38 +58,43 @@ def deliveries(request: Request, type: str = "", trigger: str = "", status: str 
                       r=totals["retrying"], f=totals["failed"])
     chart = Markup(hourly_svg(counts, now, 7 * 24, label))
     query = urlencode({k: v for k, v in filters.items() if v})
-    return p.render("partner/deliveries.html", items=found["items"], latencies=latencies,
-                    next_cursor=found["next_cursor"], filters=filters, query=query,
-                    types=list(ns.TYPES.values()), triggers=TRIGGERS, statuses=STATUSES,
-                    chart=chart, totals=totals, recovered=request.query_params.get("recovered"))
+    return p.render("partner/deliveries.html", status=status_code, items=found["items"],
+                    latencies=latencies, next_cursor=found["next_cursor"], filters=filters,
+                    query=query, types=list(ns.TYPES.values()), triggers=TRIGGERS,
+                    statuses=STATUSES, chart=chart, totals=totals, filled=filled)
 
 
-@router.get("/{delivery_id}")
-def delivery(delivery_id: int, request: Request) -> Response:
-    p = page(request, "partner")
+def _delivery(p: Page, delivery_id: int, status: int = 200, error: str | None = None
+              ) -> Response:
     try:
-        with reader(request.app.state.db).begin() as conn:
+        with reader(p.request.app.state.db).begin() as conn:
             found = service.get_delivery(conn, p.account_id, delivery_id)
     except NotFound:
         raise Forbidden(p.gettext("There is no such delivery."), 404) from None
-    return p.render("partner/delivery.html", d=found, notice=None)
+    return p.render("partner/delivery.html", status=status, d=found, error=error)
+
+
+@router.get("/{delivery_id}")
+def delivery(delivery_id: Id, request: Request) -> Response:
+    return _delivery(page(request, "partner"), delivery_id)
 
 
 @router.post("/{delivery_id}/resend")
-def resend(delivery_id: int, request: Request, sent: Form) -> Response:
+def resend(delivery_id: Id, request: Request, sent: Form) -> Response:
+    """Queue it again, then show it (Post/Redirect/Get: a reload sends nothing more)."""
     p = page(request, "partner")
     p.form(sent)
     try:
         with request.app.state.db.begin() as conn:
-            found: dict[str, Any] = service.resend_delivery(conn, p.account_id, delivery_id,
-                                                            datetime.now(UTC))
+            service.resend_delivery(conn, p.account_id, delivery_id, datetime.now(UTC))
     except NotFound:
         raise Forbidden(p.gettext("There is no such delivery."), 404) from None
-    except RuleViolation as exc:
-        raise Forbidden(exc.message) from None
+    except RuleViolation as exc:  # held, or being sent right now: nothing changed
+        return _delivery(p, delivery_id, exc.status, p.refusal_text(exc))
     request.app.state.wake()
-    return p.render("partner/delivery.html", d=found,
-                    notice=p.gettext("Queued again: it is sent now, with the same event id."))
+    return p.done(f"/partner/deliveries/{delivery_id}", p.gettext(
+        "Delivery %(id)s queued again: it is sent now, with the same event id.",
+        id=delivery_id))
 
 
 @router.post("/recover")
@@ -92,11 +102,14 @@ def recover(request: Request, sent: Form) -> Response:
     p = page(request, "partner")
     form = p.form(sent)
     since = utc_input(form.get("since"))
-    if since is None:
-        raise Forbidden(p.gettext("Choose the time to recover failed deliveries from."))
     type = form.get("type") or None
+    if since is None:
+        filled = Filled("recover", form, {"since": p.gettext(
+            "Choose the time to recover failed deliveries from.")})
+        return _list(p, 422, filled)
     count = service.recover_failed(request.app.state.db, datetime.now(UTC), since=since,
                                    type=type if type in ns.TYPES else None,
                                    partner_id=p.account_id)
     request.app.state.wake()
-    return redirect(f"/partner/deliveries?recovered={count}")
+    return p.done("/partner/deliveries", p.gettext(
+        "%(n)s failed deliveries were queued again.", n=count))

@@ -15,7 +15,7 @@ from postback.models import InquiryIn
 from postback.services import inquiries, ledger, programs
 from postback.services import notification_settings as ns
 from postback.services.errors import Invalid, NotFound
-from postback.web.pages import Forbidden, Form, Page, errors_of, page, redirect, utc_input
+from postback.web.pages import EMPTY, Filled, Forbidden, Form, Id, Page, page, utc_input
 
 router = APIRouter(prefix="/partner", include_in_schema=False)
 ACTION_STATUSES = ("PENDING", "APPROVED", "REVERSED")
@@ -34,19 +34,24 @@ def actions(request: Request, status: str = "", cursor: str = "") -> Response:
                     statuses=ACTION_STATUSES)
 
 
-def _inquiries(p: Page, status: int = 200, **extra: object) -> Response:
+INQUIRY_FIELDS = ("program_id", "inquiry_type", "oid", "transaction_date",
+                  "transaction_amount", "expected_payout", "customer_id", "notes")
+
+
+def _inquiries(p: Page, status: int = 200, filled: Filled = EMPTY,
+               error: str | None = None) -> Response:
     with reader(p.request.app.state.db).begin() as conn:
         unavailable = None
         try:
             ns.check_available(conn, p.account_id, "action-inquiry")
         except RuleViolation as exc:
-            unavailable = exc.message
+            unavailable = p.refusal_text(exc)
         found = inquiries.list_inquiries(conn, partner_id=p.account_id, limit=100)
         contracted = {e["program_id"]: e["program_name"]
                       for e in programs.contracted_event_types(conn, p.account_id)}
     return p.render("partner/inquiries.html", status=status, items=found["items"],
                     unavailable=unavailable, programs=contracted, types=INQUIRY_TYPES,
-                    errors=extra.pop("errors", {}), values=extra.pop("values", {}), **extra)
+                    filled=filled, error=error)
 
 
 @router.get("/inquiries")
@@ -69,17 +74,16 @@ def create_inquiry(request: Request, sent: Form) -> Response:
             "customer_id": form.get("customer_id", "").strip() or None,
             "notes": form.get("notes", "").strip() or None})
         with request.app.state.db.begin() as conn:
-            inquiries.create_inquiry(conn, p.account_id, body, datetime.now(UTC))
-    except (ValidationError, Invalid, RuleViolation) as exc:
-        return _inquiries(p, 422, errors=errors_of(exc), values=form)
-    except NotFound as exc:
-        return _inquiries(p, 422, errors={"program_id": str(exc)}, values=form)
+            made = inquiries.create_inquiry(conn, p.account_id, body, datetime.now(UTC))
+    except (ValidationError, Invalid, RuleViolation, NotFound) as exc:
+        return _inquiries(p, 422, Filled("inquiry", form, p.refusal(exc), INQUIRY_FIELDS))
     request.app.state.wake()
-    return redirect("/partner/inquiries")
+    return p.done("/partner/inquiries", p.gettext(
+        "Inquiry %(id)s sent to the brand.", id=made["id"]))
 
 
 @router.post("/inquiries/{inquiry_id}/close")
-def close_inquiry(inquiry_id: int, request: Request, sent: Form) -> Response:
+def close_inquiry(inquiry_id: Id, request: Request, sent: Form) -> Response:
     p = page(request, "partner")
     p.form(sent)
     try:
@@ -87,7 +91,7 @@ def close_inquiry(inquiry_id: int, request: Request, sent: Form) -> Response:
             inquiries.close_inquiry(conn, p.account_id, inquiry_id, datetime.now(UTC))
     except NotFound:
         raise Forbidden(p.gettext("There is no such inquiry."), 404) from None
-    except RuleViolation as exc:
-        raise Forbidden(exc.message) from None
+    except RuleViolation as exc:  # no longer open: nothing changed
+        return _inquiries(p, exc.status, error=p.refusal_text(exc))
     request.app.state.wake()
-    return redirect("/partner/inquiries")
+    return p.done("/partner/inquiries", p.gettext("Inquiry %(id)s closed.", id=inquiry_id))

@@ -4,6 +4,10 @@ The four types with their state; the edit form (URL, method, body format, body, 
 picker from the one registry, the optional settings); Save with errors shown where they
 stand; a live preview of the exact request; Test, which sends it as production would.
 Everything goes through the same services as the API, so the rules are the same.
+
+Save, Test, Rotate, Discard and Delete redirect to the page they belong to (Post/Redirect/
+Get); what they have to show (a test's request and response, a signing secret) waits in
+the session for that one page, so a reload neither repeats them nor shows them again.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import Connection, select
 
+from postback.core.diagnosis import diagnosis
 from postback.core.lifecycle import RuleViolation
+from postback.core.messages import known
 from postback.core.render import BodyFormat, TemplateError
+from postback.core.retry import ErrorClass, Outcome
 from postback.core.routing import EXTRA_TRIGGERS, LIFECYCLE
 from postback.db.engine import reader
 from postback.db.schema import delivery, notification_setting
@@ -29,15 +36,15 @@ from postback.services.errors import Invalid, NotFound
 from postback.services.ids import uuid7
 from postback.services.lane import Busy, TestLane
 from postback.web.pages import (
+    EMPTY,
+    Filled,
     Forbidden,
     Form,
+    Id,
     JsonBody,
     Page,
     Posted,
-    errors_of,
     page,
-    redirect,
-    refusal_message,
 )
 
 router = APIRouter(prefix="/partner/event-notifications", include_in_schema=False)
@@ -67,18 +74,25 @@ def _last_deliveries(conn: Connection, partner_id: int) -> dict[str, Any]:
 
 @router.get("")
 def overview(request: Request) -> Response:
-    p = page(request, "partner")
-    with reader(request.app.state.db).begin() as conn:
+    return _overview(page(request, "partner"))
+
+
+def _overview(p: Page, status: int = 200, filled: Filled = EMPTY) -> Response:
+    with reader(p.request.app.state.db).begin() as conn:
         types = ns.list_settings(conn, p.account_id)
         last = _last_deliveries(conn, p.account_id)
         event_level = ns.list_scoped(conn, p.account_id, "event_level")
         brand_made = ns.list_scoped(conn, p.account_id, "brand")
         event_types = programs.contracted_event_types(conn, p.account_id)
-    return p.render("partner/notifications.html", types=types, last=last,
-                    event_level=event_level, brand_made=brand_made, event_types=event_types)
+    return p.render("partner/notifications.html", status=status, types=types, last=last,
+                    event_level=event_level, brand_made=brand_made, event_types=event_types,
+                    filled=filled)
 
 
 # -- event-level postbacks ---------------------------------------------------------------
+
+EVENT_LEVEL_FIELDS = ("event_type", "url", "method", "body_format", "body")
+
 
 @router.post("/event-level")
 def add_event_level(request: Request, sent: Form) -> Response:
@@ -94,8 +108,11 @@ def add_event_level(request: Request, sent: Form) -> Response:
         with request.app.state.db.begin() as conn:
             ns.add_event_level(conn, p.account_id, body, config)  # type: ignore[arg-type]
     except (ValidationError, Invalid, RuleViolation, NotFound) as exc:
-        raise Forbidden(refusal_message(exc)) from None
-    return redirect("/partner/event-notifications#event-level")
+        errors = p.refusal(exc, names={"program_id": "event_type",
+                                       "event_type_id": "event_type"})
+        return _overview(p, 422, Filled("event-level", form, errors, EVENT_LEVEL_FIELDS))
+    return p.done("/partner/event-notifications#event-level",
+                  p.gettext("Event-level postback added."))
 
 
 @router.post("/{slug}/held/discard")
@@ -105,10 +122,11 @@ def discard_held(slug: str, request: Request, sent: Form) -> Response:
     p.form(sent)
     try:
         with request.app.state.db.begin() as conn:
-            ns.discard_held(conn, p.account_id, slug)
+            out = ns.discard_held(conn, p.account_id, slug)
     except (NotFound, RuleViolation):
         raise Forbidden(p.gettext("There is no such postback."), 404) from None
-    return redirect("/partner/event-notifications")
+    return p.done("/partner/event-notifications", p.gettext(
+        "%(n)s held deliveries discarded.", n=out.get("discarded", 0)))
 
 
 def _busy(p: Page, exc: Busy) -> str:
@@ -117,7 +135,7 @@ def _busy(p: Page, exc: Busy) -> str:
 
 
 @router.post("/event-level/{setting_id}/delete")
-def delete_event_level(setting_id: int, request: Request, sent: Form) -> Response:
+def delete_event_level(setting_id: Id, request: Request, sent: Form) -> Response:
     p = page(request, "partner")
     p.form(sent)
     try:
@@ -125,12 +143,31 @@ def delete_event_level(setting_id: int, request: Request, sent: Form) -> Respons
             ns.delete_scoped(conn, p.account_id, "event_level", setting_id)
     except NotFound:
         raise Forbidden(p.gettext("There is no such postback."), 404) from None
-    return redirect("/partner/event-notifications#event-level")
+    return p.done("/partner/event-notifications#event-level",
+                  p.gettext("Postback %(id)s deleted.", id=setting_id))
+
+
+def _result(p: Page, result: dict[str, Any], setting: dict[str, Any]) -> dict[str, Any]:
+    """A test's result as the page shows it: the diagnosis and the error in the reader's
+    words, and only what the page shows (kept in the session for the page after the
+    redirect)."""
+    outcome = Outcome(result["outcome"])
+    error = ErrorClass(result["error_class"]) if result.get("error_class") else None
+    response = result.get("response")
+    location = (response.get("headers") or {}).get("Location") if response else None
+    said = diagnosis(outcome, error, response["status"] if response else None,
+                     setting.get("success_response"), setting.get("error_response"),
+                     location)
+    return {"outcome": result["outcome"], "error_class": result.get("error_class"),
+            "latency_ms": result.get("latency_ms") or 0, "diagnosis": p.say(said),
+            "error": p.say(known(result["error"])) if result.get("error") else None,
+            "request": result["request"], "response": response}
 
 
 @router.post("/scoped/{setting_id}/test")
-def test_scoped(setting_id: int, request: Request, sent: Form) -> Response:
-    """Test an event-level or brand-created postback as saved, with sample values."""
+def test_scoped(setting_id: Id, request: Request, sent: Form) -> Response:
+    """Test an event-level or brand-created postback as saved, with sample values; the
+    result is shown on the page this redirects to."""
     p = page(request, "partner")
     p.form(sent)
     config = request.app.state.settings
@@ -144,14 +181,31 @@ def test_scoped(setting_id: int, request: Request, sent: Form) -> Response:
                 raise NotFound("event notification setting")
             setting, compiled, sample, event_id = test_tool.prepare(
                 conn, p.account_id, LIFECYCLE, SettingTestIn(), config.sealer, row)
-    except (Invalid, RuleViolation, NotFound) as exc:
-        raise Forbidden(getattr(exc, "message", str(exc)),
-                        404 if isinstance(exc, NotFound) else 403) from None
+    except NotFound:
+        raise Forbidden(p.gettext("There is no such postback."), 404) from None
+    except (Invalid, RuleViolation) as exc:
+        raise Forbidden(p.refusal_text(exc), 422) from None
     try:
         result = _lane(request).send(config, setting, compiled, sample, event_id)
     except Busy as exc:
         raise Forbidden(_busy(p, exc), 429) from None
-    return p.render("partner/test_result.html", result=result, setting=ns.setting_out(row))
+    return p.done(f"/partner/event-notifications/scoped/{setting_id}/test",
+                  result=_result(p, result, setting))
+
+
+@router.get("/scoped/{setting_id}/test")
+def test_scoped_result(setting_id: Id, request: Request) -> Response:
+    """A scoped postback's last test, shown once; afterwards, the button to test again."""
+    p = page(request, "partner")
+    with reader(request.app.state.db).begin() as conn:
+        row = conn.execute(select(notification_setting).where(
+            notification_setting.c.id == setting_id,
+            notification_setting.c.partner_id == p.account_id,
+            notification_setting.c.scope != "global")).mappings().first()
+    if row is None:
+        raise Forbidden(p.gettext("There is no such postback."), 404)
+    return p.render("partner/test_result.html", result=p.flash.get("result"),
+                    setting=ns.setting_out(row))
 
 
 # -- the edit form ------------------------------------------------------------------------
@@ -196,7 +250,7 @@ def _edit(p: Page, slug: str, values: dict[str, Any], status: int = 200,
             ns.check_available(conn, p.account_id, slug)
             unavailable = None
         except RuleViolation as exc:
-            unavailable = exc.message
+            unavailable = p.refusal_text(exc)
     tokens = sorted(kind.vocabulary.values(), key=lambda t: t.name)
     return p.render("partner/notification_edit.html", status=status, kind=kind, slug=slug,
                     values=values, tokens=tokens, unavailable=unavailable,
@@ -206,11 +260,19 @@ def _edit(p: Page, slug: str, values: dict[str, Any], status: int = 200,
 
 @router.get("/{slug}")
 def edit(slug: str, request: Request) -> Response:
+    """The edit form: as saved, or as it was tested (Test redirects here with the form as it
+    stood and the result, shown once)."""
     p = page(request, "partner")
     _type_or_404(p, slug)
     with reader(request.app.state.db).begin() as conn:
         row = _saved(conn, p.account_id, slug)
-    return _edit(p, slug, _form_values(row), saved_exists=row is not None)
+    flash = p.flash
+    values = _form_values(row)
+    if isinstance(flash.get("values"), dict):  # as tested; the header rows sealed until now
+        values = {**values, **flash["values"],
+                  "headers": [tuple(h) for h in flash.get("headers") or []]}
+    return _edit(p, slug, values, saved_exists=row is not None, result=flash.get("result"),
+                 secret=flash.get("secret"))
 
 
 def _posted(form: dict[str, str], lists: dict[str, list[str]]) -> dict[str, Any]:
@@ -272,7 +334,7 @@ def highlight(text: str, problems: list[dict[str, Any]], field: str) -> list[tup
 def _refused(p: Page, slug: str, values: dict[str, Any], exc: Exception,
              saved_exists: bool) -> Response:
     """The form again, as sent, with each problem where it stands (422)."""
-    errors = errors_of(exc)
+    errors = p.refusal(exc)
     marks = {f: highlight(values[f], errors.get("problems", []), f) for f in ("url", "body")}
     return _edit(p, slug, values, status=422, errors=errors, marks=marks,
                  saved_exists=saved_exists)
@@ -309,17 +371,22 @@ def save(slug: str, request: Request, sent: Form) -> Response:
             out = ns.put_setting(conn, p.account_id, slug, body, config)
     except (ValidationError, Invalid, RuleViolation) as exc:
         return _refused(p, slug, values, exc, saved is not None)
-    with reader(db).begin() as conn:
-        shown = _form_values(_saved(conn, p.account_id, slug))
-    return _edit(p, slug, shown, notice=p.gettext("Saved."), warnings=warnings,
-                 secret=out.get("signing_secret"), saved_exists=True)
+    secret = out.get("signing_secret")
+    return p.done(f"/partner/event-notifications/{slug}", p.gettext("Saved."),
+                  warnings=[p.say(known(w)) for w in warnings],
+                  sealed={"secret": secret} if secret else None)
 
 
 @router.post("/{slug}/test")
 def test(slug: str, request: Request, sent: Form) -> Response:
-    """Send the form as it stands (saved or not) with sample values, and show the result."""
+    """Send the form as it stands (saved or not) with sample values; the result is shown on
+    the edit form this redirects to, with the form as it stood."""
     p, values, saved = _sent_form(request, sent, slug)
     config = request.app.state.settings
+    if not values["url"].strip() and saved is None:
+        return _edit(p, slug, values, status=422, saved_exists=False, errors={
+            "url": p.gettext("URL: enter the address of your server, e.g. "
+                             "https://example.com/postback")})
     try:
         overrides = SettingTestIn.model_validate({
             "url": values["url"].strip() or None, "method": values["method"] or None,
@@ -335,7 +402,10 @@ def test(slug: str, request: Request, sent: Form) -> Response:
     except Busy as exc:
         return _edit(p, slug, values, status=429, errors={"form": _busy(p, exc)},
                      saved_exists=saved is not None)
-    return _edit(p, slug, values, result=result, saved_exists=saved is not None)
+    return p.done(f"/partner/event-notifications/{slug}#test-result",
+                  result=_result(p, result, setting),
+                  values={k: v for k, v in values.items() if k != "headers"},
+                  sealed={"headers": values["headers"]})
 
 
 @router.post("/{slug}/preview")
@@ -379,11 +449,12 @@ def rotate(slug: str, request: Request, sent: Form) -> Response:
         with request.app.state.db.begin() as conn:
             out = ns.rotate_signing_secret(conn, p.account_id, slug, 86400, config,
                                            datetime.now(UTC))
-    except (Invalid, RuleViolation, NotFound) as exc:
-        raise Forbidden(getattr(exc, "message", str(exc)),
-                        404 if isinstance(exc, NotFound) else 403) from None
-    with reader(request.app.state.db).begin() as conn:
-        shown = _form_values(_saved(conn, p.account_id, slug))
-    return _edit(p, slug, shown, secret=out.get("signing_secret"), saved_exists=True,
-                 notice=p.gettext("A new signing secret was made; the previous one signs "
-                                  "beside it for 24 hours."))
+    except NotFound:
+        raise Forbidden(p.gettext("There is no such postback."), 404) from None
+    except (Invalid, RuleViolation) as exc:
+        raise Forbidden(p.refusal_text(exc), 409) from None
+    secret = out.get("signing_secret")
+    return p.done(f"/partner/event-notifications/{slug}",
+                  p.gettext("A new signing secret was made; the previous one signs beside "
+                            "it for 24 hours."),
+                  sealed={"secret": secret} if secret else None)

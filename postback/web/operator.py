@@ -1,5 +1,6 @@
 """Operator: brands, partners and their keys (issue, revoke); system health; the
-published egress ranges."""
+published egress ranges. A new key is shown once, on the page Issue key redirects to (kept
+sealed in the session until then): a reload shows it no more."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ from postback.models import ApiKeyIn, BrandIn, PartnerIn, PartnerType
 from postback.services import accounts
 from postback.services.errors import NotFound
 from postback.services.health import health
-from postback.web.pages import Form, Page, errors_of, page, redirect, refusal_message
+from postback.web.pages import EMPTY, Filled, Form, Id, Page, page
 
 router = APIRouter(prefix="/operator", include_in_schema=False)
 
 
-def _accounts(p: Page, status: int = 200, **extra: object) -> Response:
+def _accounts(p: Page, status: int = 200, filled: Filled = EMPTY,
+              error: str | None = None) -> Response:
     with reader(p.request.app.state.db).begin() as conn:
         brands = accounts.list_brands(conn)
         partners = accounts.list_partners(conn)
@@ -29,8 +31,8 @@ def _accounts(p: Page, status: int = 200, **extra: object) -> Response:
         by_account.setdefault((str(key["account_type"]), key["account_id"]), []).append(key)
     return p.render("operator/accounts.html", status=status, brands=brands,
                     partners=partners, keys=by_account,
-                    partner_types=[t.value for t in PartnerType],
-                    errors=extra.pop("errors", {}), **extra)
+                    partner_types=[t.value for t in PartnerType], filled=filled,
+                    error=error, issued=p.flash.get("issued"))
 
 
 @router.get("")
@@ -46,13 +48,15 @@ def _add(request: Request, sent: Form, kind: str, model: type[BrandIn] | type[Pa
     try:
         body = model.model_validate({f: form.get(f, "").strip() for f in fields})
     except ValidationError as exc:
-        return _accounts(p, 422, errors={kind: errors_of(exc)})
+        return _accounts(p, 422, Filled(kind, form, p.refusal(exc), fields))
     with request.app.state.db.begin() as conn:
         if isinstance(body, PartnerIn):
             accounts.create_partner(conn, body)
+            notice = p.gettext("Partner %(name)s added.", name=body.name)
         else:
             accounts.create_brand(conn, body)
-    return redirect(f"/operator#{kind}s")
+            notice = p.gettext("Brand %(name)s added.", name=body.name)
+    return p.done(f"/operator#{kind}s", notice)
 
 
 @router.post("/brands")
@@ -67,7 +71,8 @@ def add_partner(request: Request, sent: Form) -> Response:
 
 @router.post("/keys")
 def issue_key(request: Request, sent: Form) -> Response:
-    """Issue a key and show it on this one page: it is never shown again."""
+    """Issue a key and show it on the page this redirects to, that once: it is never shown
+    again (only its hash is stored; until that page, it waits sealed in the session)."""
     p = page(request, "operator")
     form = p.form(sent)
     try:
@@ -76,20 +81,23 @@ def issue_key(request: Request, sent: Form) -> Response:
         with request.app.state.db.begin() as conn:
             issued = accounts.issue_key(conn, body)
     except (ValidationError, NotFound) as exc:
-        return _accounts(p, 422, errors={"key": {"form": refusal_message(exc)}})
-    return _accounts(p, issued=issued)
+        return _accounts(p, 422, error=p.refusal_text(exc))
+    return p.done("/operator#issued", sealed={"issued": {
+        "key": issued["key"], "account_type": body.account_type,
+        "account_id": body.account_id}})
 
 
 @router.post("/keys/{key_id}/revoke")
-def revoke_key(key_id: int, request: Request, sent: Form) -> Response:
+def revoke_key(key_id: Id, request: Request, sent: Form) -> Response:
     p = page(request, "operator")
     p.form(sent)
     try:
         with request.app.state.db.begin() as conn:
             accounts.revoke_key(conn, key_id)
     except NotFound:
-        return _accounts(p, 404, errors={"key": {"form": p.gettext("There is no such key.")}})
-    return redirect("/operator#keys")
+        return _accounts(p, 404, error=p.gettext("There is no such key."))
+    return p.done("/operator#keys", p.gettext("The key was revoked; the sessions it opened "
+                                              "have ended."))
 
 
 @router.get("/health")

@@ -4,6 +4,13 @@ cookie, CSRF checks, and the response headers that keep pages to themselves.
 A page handler gets a :class:`Page` (request, session, language) and returns
 ``page.render(template, **context)``. Pages without a live session redirect to sign-in.
 
+A form that is refused is shown again as it was sent, each problem beside its field, in
+the reader's words (:meth:`Page.refusal`, :class:`Filled`; ``core/messages.py`` has the
+words). A form that changes something answers with a redirect (Post/Redirect/Get,
+:meth:`Page.done`): what it has to say (a notice, a result, a secret shown once) waits in
+the session for the page it leads to, which takes it, so a reload shows it no more and
+repeats nothing.
+
 Handlers are plain ``def`` functions: FastAPI runs them on its thread pool, so a page's
 database reads, writes and save-time DNS lookups never hold up the event loop (nor with it
 every other request). What must be awaited, reading a posted form or JSON body, is done
@@ -13,26 +20,39 @@ before the handler runs, by the :data:`Form` and :data:`JsonBody` dependencies.
 from __future__ import annotations
 
 import hmac
+import json
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import Depends, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import ValidationError
 from sqlalchemy import Engine
 from starlette.datastructures import UploadFile
 
+from postback.core.diagnosis import DIAGNOSES
 from postback.core.lifecycle import RuleViolation
+from postback.core.messages import Message, describe, field_problem, known, label, refusal
 from postback.db.engine import reader
+from postback.sealing import SealError
 from postback.services.accounts import Role
 from postback.services.errors import Invalid, NotFound
-from postback.services.web_sessions import Session, find_session
-from postback.web.i18n import LANGUAGES, negotiate, translations
+from postback.services.web_sessions import (
+    Session,
+    add_flash,
+    find_session,
+    flash_waiting,
+    take_flash,
+)
+from postback.web.i18n import LANGUAGES, negotiate, say, translations
 
 TEMPLATES = Path(__file__).parent / "templates"
 SESSION_COOKIE = "pb_session"
@@ -47,6 +67,10 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+
+#: an id in a page's path: one the database can hold (anything else is a 404 page)
+Id = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
 class SignInRequired(Exception):
@@ -83,11 +107,57 @@ def safe_next(target: str | None) -> str:
     return "/"
 
 
+class Filled:
+    """A form as it was sent, to show again with what was wrong: each problem beside its
+    field (``error``), those about no field of the form above it (``general``). A page
+    with several forms shows it in the one called ``name`` (``of``); the others, and every
+    form of a page shown afresh, get ``EMPTY``."""
+
+    def __init__(self, name: str = "", values: Mapping[str, Any] | None = None,
+                 errors: Mapping[str, Any] | None = None, fields: Iterable[str] = ()) -> None:
+        self.name = name
+        self.values = dict(values or {})
+        self.errors = {k: v for k, v in (errors or {}).items() if k != "problems"}
+        self.fields = frozenset(fields) | frozenset(self.values)
+
+    def __bool__(self) -> bool:
+        return bool(self.name)
+
+    def of(self, name: str) -> Filled:
+        return self if name == self.name else EMPTY
+
+    def value(self, field: str, default: Any = "") -> Any:
+        return self.values.get(field, default) if self else default
+
+    def checked(self, field: str, default: bool = False) -> bool:
+        """A checkbox: ticked as sent, or as the page has it at first."""
+        return bool(self.values.get(field)) if self else default
+
+    def error(self, field: str) -> str | None:
+        found = self.errors.get(field)
+        return None if found is None else str(found)
+
+    def general(self) -> list[str]:
+        return [str(v) for k, v in self.errors.items() if k not in self.fields]
+
+
+EMPTY = Filled()
+
+
+_INDEX = re.compile(r"\[\d+\]")
+
+
+def _top(path: str) -> str:
+    return path.split(".", 1)[0].split("[", 1)[0]
+
+
 @dataclass
 class Page:
     request: Request
     session: Session | None
     language: str
+    token: str | None = None
+    flash_due: bool = False
 
     @property
     def role(self) -> Role | None:
@@ -102,7 +172,21 @@ class Page:
         text = translations(self.language).gettext(message)
         return text % values if values else text
 
+    def say(self, message: Message) -> str:
+        return say(message, self.language)
+
+    def said(self, text: str | None) -> str:
+        """A text the services, the engine or the test tool wrote in English (a reason, an
+        attempt's error), in the reader's words where the catalog has them."""
+        return self.say(known(text, plain=True, extra=DIAGNOSES)) if text else ""
+
     def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        flash = self.flash if self.request.method == "GET" else {}
+        for key in ("notice", "warnings"):
+            if key in flash and context.get(key) is None:
+                context[key] = flash[key]
+        context.setdefault("filled", EMPTY)
+        context.setdefault("said", self.said)
         html = environment(self.language).get_template(template).render(
             page=self, csrf_token=self.session.csrf_token if self.session else "",
             path=self.request.url.path, **context)
@@ -117,6 +201,88 @@ class Page:
             raise Forbidden(self.gettext("This form has expired or did not come from this "
                                          "site: reload the page and send it again."))
         return fields
+
+    # -- Post/Redirect/Get ------------------------------------------------------------------
+
+    def done(self, to: str, notice: str | None = None, sealed: Mapping[str, Any] | None = None,
+             **data: Any) -> RedirectResponse:
+        """A 303 to the page ``to``, which shows ``notice`` and gets ``data`` (JSON) once,
+        as :attr:`flash`; ``sealed`` values (secrets: a new key, a signing secret) are
+        kept sealed under ``POSTBACK_SECRET_KEY`` until then."""
+        entry: dict[str, Any] = dict(data)
+        if notice is not None:
+            entry["notice"] = notice
+        if sealed:
+            sealer = self.request.app.state.settings.sealer
+            entry["sealed"] = {k: sealer.seal(json.dumps(v)) for k, v in sealed.items()}
+        if entry and self.token is not None:
+            with self.request.app.state.db.begin() as conn:
+                add_flash(conn, self.token, urlsplit(to).path, entry, datetime.now(UTC))
+        return redirect(to)
+
+    @cached_property
+    def flash(self) -> dict[str, Any]:
+        """What the form before this page left for it (:meth:`done`), taken as it is read:
+        the next reload shows none of it."""
+        if not self.flash_due or self.token is None:
+            return {}
+        with self.request.app.state.db.begin() as conn:
+            entries = take_flash(conn, self.token, self.request.url.path, datetime.now(UTC))
+        out: dict[str, Any] = {}
+        for entry in entries:
+            sealed = entry.pop("sealed", None) or {}
+            out.update(entry)
+            for key, value in dict(sealed).items():
+                try:
+                    out[key] = json.loads(self.request.app.state.settings.sealer.open(value))
+                except (SealError, ValueError, RuntimeError):
+                    out.pop(key, None)  # the key changed since: nothing to show
+        return out
+
+    # -- refusals in the reader's words -------------------------------------------------------
+
+    def refusal(self, exc: Exception, names: Mapping[str, str] | None = None,
+                labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """{form field: what is wrong with it} from a refusal (a validation error, or the
+        services' ``Invalid``, ``NotFound`` or ``RuleViolation``), in the reader's
+        language, each as "<label>: <problem>"; ``form`` for what is about no field, and
+        ``problems`` (a template's, for marking where they stand). ``names`` maps a model's
+        field path to the form's field where they differ; ``labels`` replaces the table of
+        field labels (``core.messages.LABELS``)."""
+        names = names or {}
+        out: dict[str, Any] = {}
+
+        def put(path: str | None, problem: Message) -> None:
+            if not path:
+                out.setdefault("form", self.say(problem))
+                return
+            key = names.get(_INDEX.sub("", path), names.get(_top(path), _top(path)))
+            out.setdefault(key, self.say(field_problem(label(path, labels), problem)))
+
+        if isinstance(exc, ValidationError):
+            for err in exc.errors():
+                put(*describe(err))
+        elif isinstance(exc, Invalid):
+            problems = exc.extra.get("problems")
+            if isinstance(problems, list) and problems:
+                shown = []
+                for problem in problems:
+                    _, said = refusal(str(problem.get("message", "")), plain=True)
+                    put(str(problem.get("field") or exc.field), said)
+                    shown.append({**problem, "message": self.say(said)})
+                out["problems"] = shown
+            else:
+                put(exc.field, refusal(exc.message, exc.field, plain=True)[1])
+        elif isinstance(exc, RuleViolation | NotFound):
+            put(*refusal(exc.message if isinstance(exc, RuleViolation) else str(exc),
+                         plain=True))
+        else:
+            raise exc
+        return out
+
+    def refusal_text(self, exc: Exception, **how: Any) -> str:
+        """A refusal in one line, for pages that show it above everything."""
+        return "; ".join(str(v) for k, v in self.refusal(exc, **how).items() if k != "problems")
 
 
 @dataclass(frozen=True)
@@ -162,35 +328,6 @@ async def json_body(request: Request) -> Any:
 JsonBody = Annotated[Any, Depends(json_body)]
 
 
-def errors_of(exc: Exception) -> dict[str, Any]:
-    """{field: message} (and the template problems, for highlighting) from a refusal."""
-    if isinstance(exc, ValidationError):
-        out: dict[str, Any] = {}
-        for err in exc.errors():
-            field = ".".join(str(x) for x in err.get("loc", ())) or "form"
-            message = str(err.get("msg", "is invalid")).removeprefix("Value error, ")
-            out.setdefault(field.split(".")[0], message)
-        return out
-    if isinstance(exc, Invalid):
-        out = {exc.field: exc.message}
-        problems = exc.extra.get("problems")
-        if isinstance(problems, list):
-            out["problems"] = problems
-        return out
-    if isinstance(exc, RuleViolation):
-        return {"form": exc.message}
-    raise exc
-
-
-def refusal_message(exc: Exception) -> str:
-    """A refusal in one line, for pages that show it above the form."""
-    if isinstance(exc, NotFound):
-        return str(exc)
-    if isinstance(exc, RuleViolation):
-        return exc.message
-    return "; ".join(f"{k}: {v}" for k, v in errors_of(exc).items() if k != "problems")
-
-
 def utc_input(text: str | None) -> datetime | None:
     """A ``datetime-local`` field (taken as UTC) or an ISO timestamp; None when blank or
     unreadable."""
@@ -216,14 +353,17 @@ def page(request: Request, *roles: Role) -> Page:
     db: Engine = request.app.state.db
     token = request.cookies.get(SESSION_COOKIE)
     session = None
+    due = False
     if token:
         with reader(db).connect() as conn:
             session = find_session(conn, token, datetime.now(UTC),
                                    request.app.state.settings.admin_token)
+            due = session is not None and request.method == "GET" and flash_waiting(
+                conn, token, request.url.path)
     if session is None:  # after signing in, come back here (a form's page cannot be)
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(target if request.method == "GET" else "/")
-    p = Page(request, session, language_of(request))
+    p = Page(request, session, language_of(request), token, due)
     if roles and session.principal.role not in roles:
         raise Forbidden(p.gettext("This page is for another kind of account."))
     return p

@@ -107,17 +107,24 @@ document.addEventListener("DOMContentLoaded", () => {
     });
     xhr.addEventListener("load", () => {
       bar.value = 100;
+      // a saved upload redirects to the catalog page (Post/Redirect/Get): the address bar
+      // shows that page, so a reload reads it again and uploads nothing
+      const landed = xhr.responseURL && xhr.responseURL !== form.action ? xhr.responseURL : null;
       document.open();
       document.write(xhr.responseText);
       document.close();
+      if (landed) history.replaceState(null, "", landed);
     });
     xhr.addEventListener("error", () => { if (status) status.textContent = "✗"; });
     xhr.send(new FormData(form));
   });
 });
 
-// after a test send, take the reader (and the keyboard focus) to its result
+// after a test send, take the reader (and the keyboard focus) to its result; after a
+// refused form, to the first field that needs fixing (its message is its description)
 document.addEventListener("DOMContentLoaded", () => {
   const result = document.getElementById("test-result");
+  const invalid = document.querySelector('[aria-invalid="true"]');
   if (result) result.focus();
+  else if (invalid) invalid.focus();
 });
