@@ -105,7 +105,7 @@ def _fit(currency: str | None, amounts: dict[str, int | None]) -> None:
     amount of JPY); checked by the field declared after them."""
     problem = None if currency is None else units_problem(currency, amounts)
     if problem is not None:
-        raise ValueError(problem)
+        raise ValueError(problem[1])
 
 
 class Strict(BaseModel):

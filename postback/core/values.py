@@ -44,16 +44,17 @@ def decimals(currency: str) -> int:
     return 0 if currency in _NO_DECIMALS else _MORE_DECIMALS.get(currency, 2)
 
 
-def units_problem(currency: str, amounts: dict[str, int | None]) -> str | None:
-    """Why one of ``amounts`` (cents, by field name) is no amount of ``currency``, or None.
-    Amounts are held in cents, so a currency without decimals must come in whole units;
-    one with three or four decimals is held to two."""
+def units_problem(currency: str, amounts: dict[str, int | None]) -> tuple[str, str] | None:
+    """The first of ``amounts`` (cents, by field name) that is no amount of ``currency``,
+    and why; None when all are. Amounts are held in cents, so a currency without decimals
+    must come in whole units; one with three or four decimals is held to two."""
     if decimals(currency) != 0:
         return None
     for name, cents in amounts.items():
         if cents is not None and cents % 100:
-            return (f"{currency} has no decimals, but {name} is \"{format_money(cents)}\"; "
-                    f"send whole amounts such as \"{abs(cents) // 100}\"")
+            return name, (f"{currency} has no decimals, but {name} is "
+                          f"\"{format_money(cents)}\"; send whole amounts such as "
+                          f"\"{abs(cents) // 100}\"")
     return None
 
 
