@@ -301,7 +301,7 @@ def test_a_paused_postback_shows_what_it_holds_and_discards_it(
     page.wait_for_url(re.compile(r"/partner/event-notifications$"))
     held = page.locator("tr[data-type=action-lifecycle] .held-count")
     expected = ("2 deliveries held until it is on again" if lang == "en-US"
-                else "2 个投递已暂缓，待重新开启后发送")  # noqa: RUF001
+                else "2 个投递已暂缓，待重新开启后发送")
     playwright_sync.expect(held).to_contain_text(expected)
     page.screenshot(path=str(shots / f"held-{lang}.png"), full_page=True)
 

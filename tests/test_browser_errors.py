@@ -62,7 +62,7 @@ def signed_in(browser: Any, server: LiveServer, key: str, path: str,
 @pytest.mark.parametrize(("lang", "says"), [
     ("en-US", "Action type: use capital letters, digits and _, starting with a letter, "
               "e.g. SALE"),
-    ("zh-CN", "操作类型：请使用大写字母、数字和 _，并以字母开头，例如 SALE"),  # noqa: RUF001
+    ("zh-CN", "操作类型：请使用大写字母、数字和 _，并以字母开头，例如 SALE"),
 ])
 def test_a_lower_case_action_type_is_said_plainly_beside_the_field(
         browser: Any, site: tuple[LiveServer, World], tmp_path: Path, lang: str,
@@ -172,7 +172,7 @@ def test_a_test_result_shows_once(browser: Any, site: tuple[LiveServer, World],
                      "/partner/event-notifications/action-lifecycle", "zh-CN")
     page.locator("#url").fill(f"{receiver.url}/pb?id={{ActionId}}")
     page.get_by_role("button", name="测试", exact=True).click()
-    expect(page.locator("#test-result .diagnosis")).to_have_text("已送达：您的服务器返回了 200。")  # noqa: RUF001
+    expect(page.locator("#test-result .diagnosis")).to_have_text("已送达：您的服务器返回了 200。")
     expect(page.locator("#url")).to_have_value(f"{receiver.url}/pb?id={{ActionId}}")
     assert "/test" not in page.url
     page.screenshot(path=str(shots_dir(tmp_path) / "test-result-zh.png"), full_page=True)

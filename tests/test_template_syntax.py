@@ -108,7 +108,7 @@ def test_xml_problems_name_line_column_and_fix(text: str, line: int, column: int
     ("id=1\n", 5, "a line break"),
     ("id=1=2", 5, "write = inside a value as %3D"),
     ("id=1;p=2", 5, "%3B"),
-    ("id=%zz", 4, "% must be followed by two hex digits"),
+    ("id=%zz", 4, "a percent sign must be followed by two hex digits"),
     ("=1", 1, "needs a name"),
 ])
 def test_form_problems_name_column_and_fix(text: str, column: int, words: str) -> None:
@@ -371,3 +371,22 @@ def test_the_web_form_and_preview_say_where_the_body_is_broken(world: World) -> 
     assert saved.status_code == 422
     assert "line 1, column 23: a space; write it as + (or %20)" in saved.text
     assert "id={ActionId}&amp;note=two words</textarea>" in saved.text  # what was typed stays
+
+
+def test_a_broken_body_is_explained_in_the_callers_language(world: World) -> None:
+    answer = world.service.client.put(
+        "/v1/event-notifications/action-lifecycle",
+        headers={"Authorization": f"Bearer {world.partner_key}", "Accept-Language": "zh-CN"},
+        json={"url": "http://127.0.0.1:9/pb", "method": "POST", "body_format": "json",
+              "body": BROKEN})
+    assert answer.status_code == 422
+    assert answer.json()["message"] == (
+        "body：第 3 行第 11 列：{SubId1} 前面的反斜杠会让它的值提前结束字符串；请删掉这个反斜杠")
+    client = browser_client(world)
+    token = sign_in(client, world.partner_key)
+    client.cookies.set("pb_lang", "zh")
+    preview = client.post("/partner/event-notifications/action-lifecycle/preview",
+                          headers={"X-CSRF-Token": token}, json={
+        "url": "http://127.0.0.1:9/pb", "method": "POST", "body_format": "form",
+        "body": "id={ActionId}&note=two words"}).json()
+    assert preview["problems"][0]["message"] == "第 1 行第 23 列：这里有空格；请写成 +（或 %20）"

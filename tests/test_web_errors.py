@@ -72,7 +72,7 @@ def test_a_lower_case_action_type_is_said_plainly_beside_the_field_and_the_form_
     path = f"/brand/programs/{world.program_id}/event-types"
     field = f"et-type-{world.program_id}"
     for headers, expected in (({}, "Action type: use capital letters, digits and _"),
-                              (ZH, "操作类型：请使用大写字母、数字和 _")):  # noqa: RUF001
+                              (ZH, "操作类型：请使用大写字母、数字和 _")):
         page = client.post(path, data={"csrf_token": token, "name": "Lead form",
                                        "action_type": "lead"}, headers=headers)
         assert page.status_code == 422
@@ -103,7 +103,7 @@ def test_an_empty_url_asks_for_the_servers_address(world: World) -> None:
         "event_type_id": str(world.event_type_id), "url": "", "method": "POST",
         "body_format": "json", "body": '{"id": "{ActionId}"}'}, headers=ZH)
     assert page.status_code == 422
-    assert error_beside(page.text, "b-url").startswith("URL：请输入您服务器的地址")  # noqa: RUF001
+    assert error_beside(page.text, "b-url").startswith("URL：请输入您服务器的地址")
     assert '{&#34;id&#34;: &#34;{ActionId}&#34;}' in page.text  # the body as typed
 
 
@@ -124,7 +124,7 @@ def test_a_duplicate_order_id_keeps_the_form_and_says_why_beside_it(world: World
         assert value_of(again.text, element) == typed
     assert f'value="{world.program_id}:{world.event_type_id}" selected' in again.text
     zh = client.post("/brand/actions", data=form, headers=ZH)
-    assert error_beside(zh.text, "r-oid").startswith("订单号：'ORD-7' 已被事件类型")  # noqa: RUF001
+    assert error_beside(zh.text, "r-oid").startswith("订单号：'ORD-7' 已被事件类型")
     assert count(world, action) == 1
 
 
@@ -154,7 +154,7 @@ def test_operator_forms_keep_what_was_typed(world: World) -> None:
     page = client.post("/operator/partners", data={"csrf_token": token, "name": " ",
                                                    "partner_type": "coupon"}, headers=ZH)
     assert page.status_code == 422
-    assert error_beside(page.text, "partner-name") == "名称：请输入名称"  # noqa: RUF001
+    assert error_beside(page.text, "partner-name") == "名称：请输入名称"
     assert "<option selected>coupon</option>" in page.text
     page = client.post("/operator/brands", data={"csrf_token": token, "name": "x" * 201})
     assert error_beside(page.text, "brand-name") == "Name: use at most 200 characters"
@@ -176,7 +176,7 @@ def test_service_refusals_are_in_the_readers_language(world: World) -> None:
         "reject_reason": "Because"}, headers=ZH)
     assert wrong.status_code == 422
     said = error_beside(wrong.text, f"d-reason-{inquiry_id}")
-    assert said.startswith("拒绝原因：") and "needs" not in said, said  # noqa: RUF001
+    assert said.startswith("拒绝原因：") and "needs" not in said, said
     partner.post(f"/partner/inquiries/{inquiry_id}/close", data={"csrf_token": token})
     closed = partner.post(f"/partner/inquiries/{inquiry_id}/close",
                           data={"csrf_token": token}, headers=ZH)
@@ -196,7 +196,7 @@ def test_the_api_says_it_plainly_in_the_callers_language(world: World) -> None:
     assert english["errors"] == [{"field": "action_type", "message": english["message"][13:]}]
     zh = world.service.client.post(path, json=body, headers={
         "Authorization": f"Bearer {world.brand_key}", "Accept-Language": "zh-CN"}).json()
-    assert zh["message"].startswith("action_type：请使用大写字母") and zh["field"] == "action_type"  # noqa: RUF001
+    assert zh["message"].startswith("action_type：请使用大写字母") and zh["field"] == "action_type"
     assert zh["errors"][0]["message"].startswith("请使用大写字母")
     # the services' refusals too, and a 404 names its field
     world.report(oid="DUP")
@@ -204,7 +204,7 @@ def test_the_api_says_it_plainly_in_the_callers_language(world: World) -> None:
     dup = world.service.client.post("/v1/actions", json=world.action(oid="DUP"),
                                     headers=headers)
     assert dup.status_code == 409
-    assert dup.json()["message"].startswith("oid：订单号 'DUP' 已被") and dup.json()[  # noqa: RUF001
+    assert dup.json()["message"].startswith("oid：订单号 'DUP' 已被") and dup.json()[
         "field"] == "oid"
     gone = world.service.client.get("/v1/actions/999999", headers=headers).json()
     assert gone == {"error": "not_found", "message": "未找到操作"}
@@ -293,7 +293,7 @@ def test_a_test_shows_its_result_once_with_the_form_as_tested(world: World,
         follow_redirects=False, headers=ZH)
     assert sent.status_code == 303
     page = client.get("/partner/event-notifications/action-lifecycle", headers=ZH)
-    assert 'id="test-result"' in page.text and "已送达：您的服务器返回了 200。" in page.text  # noqa: RUF001
+    assert 'id="test-result"' in page.text and "已送达：您的服务器返回了 200。" in page.text
     assert value_of(page.text, "url") == url  # the form as tested, though never saved
     assert 'value="X-Typed"' in page.text and 'value="typed-value"' in page.text
     assert receiver.wait_for(1)[0].query["t"] == "unsaved"

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from postback.core import template_syntax
+
 Gettext = Callable[[str], str]
 Param = str | int | float | None
 
@@ -372,6 +374,29 @@ KNOWN: tuple[Known, ...] = (
     _k(N_("unknown token {%(token)s}"), token=r"\w+"),
     _k(N_("{%(token)s} stands in the scheme or host of the URL; tokens may only appear in "
           "the path or query"), token=r"\w+"),
+    _k(N_("{%(token)s:%(spec)s}: %(problem)s"), "problem", token=r"\w+", spec=r"[^{}]*"),
+    _k(N_("bad date format (%(error)s)")),
+    # core/template_syntax.py: a body that is not the document its format says
+    _k(N_("line %(line)s, column %(column)s: %(problem)s"), "problem", line=_NUMBER,
+       column=_NUMBER),
+    _k(N_("{%(token)s} cannot stand inside %(kind)s: %(how)s"), "kind", "how", token=r"\w+"),
+    _k(N_("{%(token)s} cannot stand here: %(how)s"), "how", token=r"\w+"),
+    _k(N_("the backslash just before {%(token)s} would let its value end the string; remove "
+          "the backslash"), token=r"\w+"),
+    _k(N_("{%(token)s} stands in a name; %(how)s"), "how", token=r"\w+"),
+    _k(N_("a comma is missing before {%(token)s}"), token=r"\w+"),
+    _k(N_("%(name)s is not JSON; write a number or null"), name=r"NaN|-?Infinity"),
+    _k(N_("this is not valid JSON (%(error)s)")),
+    _k(N_("this is not well-formed XML (%(reason)s)")),
+    _k(N_("“%(name)s” has no value; write name=value (an empty value is name=)")),
+    _k(N_("“%(char)s” must be percent-encoded in a form body: write %(encoded)s"),
+       encoded=r"(?:%[0-9A-F]{2})+"),
+    # core/values.py, models.py: money and currencies
+    _k(N_("%(currency)s has no decimals, but %(field)s is \"%(value)s\"; send whole amounts "
+          "such as \"%(whole)s\""), currency=r"[A-Z]{3}", field=r"[\w.\[\]]+"),
+    _k(N_("%(problem)s (the program's currency)"), "problem"),
+    _k(N_("%(code)s is not an ISO 4217 currency code; use one such as USD, EUR or JPY"),
+       code=r"[A-Z]{3}"),
     # core/urls.py
     _k(N_("contains %(what)s at character %(n)s; remove it (a space in a path or query is "
           "written %%20)"), "what", n=_NUMBER),
@@ -438,12 +463,16 @@ TEXTS = (
        'as "10.50"'),
     # render
     N_("is over the 64 KiB limit; shorten it"),
+    N_("a date format needs strftime codes, e.g. {EventDate:%Y-%m-%d}"),
+    N_("{Items} takes no format"),
+    N_("a value map is KEY=VALUE pairs separated by commas, e.g. "
+       "{Status:PENDING=0,APPROVED=1,REVERSED=2}"),
     # HTTP
     N_("send Authorization: Bearer <api key>"), N_("unknown or revoked API key"),
     N_("the body is not valid JSON (it must be UTF-8 text)"),
     N_("Not Found"), N_("Method Not Allowed"),
 )
-_TEXTS = frozenset(TEXTS)
+_TEXTS = frozenset((*TEXTS, *template_syntax.TEXTS))
 
 
 def known(text: str, plain: bool = False, extra: Iterable[Known] = ()) -> Message:

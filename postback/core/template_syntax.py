@@ -34,6 +34,19 @@ _FIRST = 0xF0000  # supplementary private use: one code point per token, for fin
 _LAST = 0xFFFFD
 _FORM_LITERAL = re.compile(r"[A-Za-z0-9._~!$'()*,:@/?+-]|%[0-9A-Fa-f]{2}")
 
+JSON_ENDS_EARLY = "the JSON ends too early: a value, a closing } or ] is missing at the end"
+NO_DOCTYPE = "remove the <!DOCTYPE …>: a postback body needs none"
+IN_COMMENT, IN_PI = "a comment", "a processing instruction"
+EMPTY_PAIR_AT_END = "an empty pair; remove the & at the end"
+EMPTY_PAIR = "an empty pair; remove the extra &"
+SECOND_EQUALS = "a second = in one pair; write = inside a value as %3D"
+NO_NAME = "a pair needs a name before ="
+FORM_LINE_BREAK = "a line break; a form body is one line of name=value pairs joined by &"
+FORM_SPACE = "a space; write it as + (or %20)"
+FORM_SEMICOLON = "; separates pairs for some receivers; write it as %3B"
+FORM_PERCENT = "a percent sign must be followed by two hex digits; write one itself as %25"
+JSON_NAME_TOKEN = 'tokens may stand only in values ("sub_id": "{SubId1}")'
+
 _HOW_TOKENS_STAND = {
     BodyFormat.JSON: 'a token must be a whole value ("payout": {Payout}) or stand inside a '
                      'string ("id": "{ActionId}")',
@@ -156,8 +169,7 @@ def _check_json(text: str, template: Template) -> None:
             slot = standing.marked(name)
             if slot is not None:
                 raise _Refused(problem(text, slot.start, f"{{{slot.name}}} stands in a name; "
-                                       "tokens may stand only in values "
-                                       "(\"sub_id\": \"{SubId1}\")", slot.name))
+                                       f"{JSON_NAME_TOKEN}", slot.name))
         return dict(items)
 
     def constant(name: str) -> object:
@@ -184,8 +196,7 @@ def _json_problem(text: str, standing: _StandIns, exc: json.JSONDecodeError) -> 
     if slot is not None:
         return _misplaced(text, slot, BodyFormat.JSON)
     if exc.pos >= len(standing.text.rstrip()) and not exc.msg.startswith("Unterminated"):
-        return problem(text, len(text), "the JSON ends too early: a value, a closing } or ] "
-                       "is missing at the end")
+        return problem(text, len(text), JSON_ENDS_EARLY)
     for prefix, words in _JSON_MESSAGES:
         if exc.msg.startswith(prefix):
             return problem(text, where, words)
@@ -240,11 +251,10 @@ def _check_xml(text: str, template: Template) -> None:
         return handler
 
     def doctype(*_: object) -> None:
-        raise _Refused(problem(text, standing.original(here()), "remove the <!DOCTYPE …>: "
-                               "a postback body needs none"))
+        raise _Refused(problem(text, standing.original(here()), NO_DOCTYPE))
 
-    parser.CommentHandler = inert("a comment", "-->")
-    parser.ProcessingInstructionHandler = inert("a processing instruction", "?>")
+    parser.CommentHandler = inert(IN_COMMENT, "-->")
+    parser.ProcessingInstructionHandler = inert(IN_PI, "?>")
     parser.StartDoctypeDeclHandler = doctype
     try:
         parser.Parse(encoded, True)
@@ -284,17 +294,17 @@ def _check_form(text: str, template: Template) -> None:
             if ch == "&":
                 if at == pair_start:
                     at_end = index == len(parts) - 1
-                    raise refuse(at - 1 if at_end else at, "an empty pair; remove the "
-                                 + ("& at the end" if at_end else "extra &"))
+                    raise refuse(at - 1 if at_end else at,
+                                 EMPTY_PAIR_AT_END if at_end else EMPTY_PAIR)
                 if not has_equals:
                     raise refuse(pair_start, f"“{text[pair_start:at]}” has no value; write "
                                  "name=value (an empty value is name=)")
                 pair_start, has_equals = at + 1, False
             elif ch == "=":
                 if has_equals:
-                    raise refuse(at, "a second = in one pair; write = inside a value as %3D")
+                    raise refuse(at, SECOND_EQUALS)
                 if at == pair_start:
-                    raise refuse(at, "a pair needs a name before =")
+                    raise refuse(at, NO_NAME)
                 has_equals = True
             else:
                 match = _FORM_LITERAL.match(part, i)
@@ -307,12 +317,19 @@ def _check_form(text: str, template: Template) -> None:
 
 def _form_fix(ch: str) -> str:
     if ch in "\r\n":
-        return "a line break; a form body is one line of name=value pairs joined by &"
+        return FORM_LINE_BREAK
     if ch == " ":
-        return "a space; write it as + (or %20)"
+        return FORM_SPACE
     if ch == ";":
-        return "; separates pairs for some receivers; write it as %3B"
+        return FORM_SEMICOLON
     if ch == "%":
-        return "% must be followed by two hex digits; write % itself as %25"
+        return FORM_PERCENT
     encoded = "".join(f"%{b:02X}" for b in ch.encode("utf-8"))
     return f"“{ch}” must be percent-encoded in a form body: write {encoded}"
+
+
+#: every fixed text a problem can hold, for the message catalogs (``core/messages.py``)
+TEXTS = (JSON_ENDS_EARLY, NO_DOCTYPE, IN_COMMENT, IN_PI, EMPTY_PAIR_AT_END, EMPTY_PAIR,
+         SECOND_EQUALS, NO_NAME, FORM_LINE_BREAK, FORM_SPACE, FORM_SEMICOLON, FORM_PERCENT,
+         JSON_NAME_TOKEN, *_HOW_TOKENS_STAND.values(), *(w for _, w in _JSON_MESSAGES),
+         *_XML_MESSAGES.values())

@@ -17,6 +17,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po, write_po
 
+from postback.core import template_syntax
 from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS
 from postback.services.notification_settings import TYPES
 from postback.web.i18n import _CATALOG, LOCALE_DIR
@@ -47,7 +48,7 @@ def extract() -> list[str]:
             str(CORE), method_map=[(name, "python") for name in MARKED],
             keywords={"N_": None}):
         found[message if isinstance(message, str) else message[0]] = None
-    for message in FROM_CODE:
+    for message in (*FROM_CODE, *template_syntax.TEXTS):
         found[message] = None
     return list(found)
 

@@ -22,7 +22,7 @@ from sqlalchemy import Connection, select
 
 from postback.core.diagnosis import diagnosis
 from postback.core.lifecycle import RuleViolation
-from postback.core.messages import known
+from postback.core.messages import known, refusal
 from postback.core.render import BodyFormat, TemplateError
 from postback.core.retry import ErrorClass, Outcome
 from postback.core.routing import EXTRA_TRIGGERS, LIFECYCLE
@@ -432,7 +432,9 @@ def preview(slug: str, request: Request, data: JsonBody) -> Response:
         compiled = ns.checked_setting(slug, url, method, body_format.value,
                                       body if method == "POST" else "")
     except TemplateError as exc:
-        return JSONResponse({"problems": ns.problems_out(exc)})
+        return JSONResponse({"problems": [
+            {**x, "message": p.say(refusal(str(x["message"]), plain=True)[1])}
+            for x in ns.problems_out(exc)]})
     url, rendered_body, headers = test_tool.rendered(
         method, body_format.value, compiled, test_tool.sample_values(slug, uuid7()))
     return JSONResponse({"request": {"method": method, "url": url, "headers": headers,
