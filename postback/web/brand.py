@@ -54,8 +54,8 @@ def _partners(p: Page) -> list[Any]:
 
 PROGRAM_FIELDS = ("name", "currency")
 EVENT_TYPE_FIELDS = ("name", "action_type")
-CONTRACT_FIELDS = ("partner_id", "event_type_ids", "locking_rule", "locking_days",
-                   "clearing_rule", "clearing_days")
+CONTRACT_FIELDS = ("partner_id", "new_partner_id", "event_type_ids", "locking_rule",
+                   "locking_days", "clearing_rule", "clearing_days")
 #: a contract's model fields → the form's
 CONTRACT_NAMES = {"locking.rule": "locking_rule", "locking.days": "locking_days",
                   "clearing.rule": "clearing_rule", "clearing.days": "clearing_days",
@@ -65,8 +65,12 @@ CONTRACT_NAMES = {"locking.rule": "locking_rule", "locking.days": "locking_days"
 def _programs(p: Page, status: int = 200, filled: Filled = EMPTY) -> Response:
     with reader(p.request.app.state.db).begin() as conn:
         found = programs.list_programs(conn, p.account_id)
+    partners = _partners(p)
     return p.render("brand/programs.html", status=status, programs=found, filled=filled,
-                    partners=_partners(p), locking_rules=[r.value for r in LockingRule],
+                    partners=partners, partner_names={a.id: a.name for a in partners},
+                    type_names_of={g["id"]: {t["id"]: t["name"] for t in g["event_types"]}
+                                   for g in found},
+                    locking_rules=[r.value for r in LockingRule],
                     clearing_rules=[r.value for r in ClearingRule])
 
 
@@ -114,10 +118,12 @@ def put_contract(program_id: Id, request: Request, sent: Form) -> Response:
     one = {k: v[-1] for k, v in lists.items()}
     values = {**one, "event_type_ids": lists.get("event_type_ids", [])}
     name = f"contract-{program_id}"
-    partner_text = one.get("partner_id", "").strip()
-    if not partner_text.isdigit():
-        return _programs(p, 422, Filled(name, values, {"partner_id": p.gettext(
-            "Partner: choose one")}, CONTRACT_FIELDS))
+    new_text = one.get("new_partner_id", "").strip()
+    partner_text = new_text or one.get("partner_id", "").strip()
+    field = "new_partner_id" if new_text or "partner_id" not in one else "partner_id"
+    if not partner_text.isdigit() or len(partner_text) > 18:
+        return _programs(p, 422, Filled(name, values, {field: p.gettext(
+            "Partner: choose one, or enter a partner's ID (a number)")}, CONTRACT_FIELDS))
     try:
         body = ContractIn.model_validate({
             "event_type_ids": lists.get("event_type_ids", []),
@@ -126,6 +132,12 @@ def put_contract(program_id: Id, request: Request, sent: Form) -> Response:
                          "days": one.get("clearing_days") or 0}})
         with request.app.state.db.begin() as conn:
             programs.put_contract(conn, p.account_id, program_id, int(partner_text), body)
+    except NotFound as exc:
+        if str(exc) != "partner not found":
+            raise  # not this brand's program: there is no form of it on the page
+        return _programs(p, 422, Filled(name, values, {field: p.gettext(
+            "Partner: no partner has the ID %(id)s; check it with the partner",
+            id=partner_text)}, CONTRACT_FIELDS))
     except Refusal as exc:
         return _programs(p, 422, Filled(name, values, p.refusal(exc, names=CONTRACT_NAMES),
                                         CONTRACT_FIELDS))
