@@ -13,8 +13,10 @@ from standardwebhooks import Webhook
 from standardwebhooks.webhooks import WebhookVerificationError
 
 from postback.core.signing import test_secret as derive_test_secret
+from postback.sealing import MASK
 from tests.conftest import World
 from tests.receiver import Received, Receiver
+from tests.test_web import browser, sign_in
 
 LIFECYCLE = "/v1/event-notifications/action-lifecycle"
 SECRET_HEADERS = {"Authorization": "Bearer s3cr3t-t0ken", "X-Api-Key": "k3y-v4lue"}
@@ -182,3 +184,20 @@ def test_the_web_pages_leak_nothing_either(world: World, receiver: Receiver) -> 
     req = receiver.wait_for(2)[1]
     assert req.path == "/brand" and req.header("X-Brand-Key") == "br4nd-s3cr3t"
     assert req.header("webhook-test") == "true" and "br4nd-s3cr3t" not in page.text
+
+
+def test_the_web_test_result_names_the_headers_it_left_out(world: World,
+                                                           receiver: Receiver) -> None:
+    world.subscribe(f"{receiver.url}/saved", headers=SECRET_HEADERS)
+    client = browser(world)
+    token = sign_in(client, world.partner_key)
+    sent = client.post("/partner/event-notifications/action-lifecycle/test", data={
+        "csrf_token": token, "url": f"{receiver.url}/elsewhere", "method": "GET",
+        "body_format": "json", "enabled": "on", "header_name": list(SECRET_HEADERS),
+        "header_value": [MASK, MASK]})
+    assert sent.status_code == 200
+    assert ('id="left-out-headers">Left out of this test, because it went to another URL '
+            "than the saved one (saved header values go only there): Authorization, "
+            "X-Api-Key</p>") in sent.text
+    req = receiver.wait_for(1)[0]
+    assert req.path == "/elsewhere" and not _leaks(req)

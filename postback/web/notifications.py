@@ -161,7 +161,8 @@ def _result(p: Page, result: dict[str, Any], setting: dict[str, Any]) -> dict[st
     return {"outcome": result["outcome"], "error_class": result.get("error_class"),
             "latency_ms": result.get("latency_ms") or 0, "diagnosis": p.say(said),
             "error": p.say(known(result["error"])) if result.get("error") else None,
-            "request": result["request"], "response": response}
+            "request": result["request"], "response": response,
+            "left_out_headers": list(result.get("left_out_headers") or [])}
 
 
 @router.post("/scoped/{setting_id}/test")
