@@ -37,6 +37,7 @@ attack_text = st.one_of(any_text, st.sampled_from([
     '"]}, "evil": true, "x": ["', '\\', '\\"', '1\u0661', "\u0661\u0662.\u0660\u0660", "1e5",
     "-0", "</a><evil/>",
     "]]><evil/><![CDATA[", "-->", "?>", "&x=1", "a=b&c=d", "\r\n", "\u2028", "&amp;", "'\"",
+    "", ">", "]", "]]", "><evil/><![CDATA[", "1" * 5000, "1e999", "' d='1",
 ]))
 hostile_values = st.fixed_dictionaries(
     {name: attack_text for name in NAMES if name != "Items"}).map(
@@ -187,7 +188,8 @@ MUTATIONS = {
     BodyFormat.JSON: ['"', "\\", "{SubId1}", "{Payout}", "{Items}", ",", ":", "{", "}", "[", "]",
                       " ", "1", "\\u", "null", '":"', "'"],
     BodyFormat.XML: ["<", ">", "/", '"', "'", "=", "&", ";", "{SubId1}", "{Items}", "<!--",
-                     "-->", "<![CDATA[", "]]>", "<?", "?>", " ", "a", "&#", "b=", "</a>"],
+                     "-->", "<![CDATA[", "]]>", "<?", "?>", " ", "a", "&#", "b=", "</a>", "]",
+                     "]]", " xmlns:p='u'", "p:", ' xmlns="{SubId1}"', "\r"],
     BodyFormat.FORM: ["&", "=", "{SubId1}", "{Payout}", "%", "%2", "+", " ", "a", ";", "#"],
 }
 
@@ -390,3 +392,58 @@ def test_a_broken_body_is_explained_in_the_callers_language(world: World) -> Non
         "url": "http://127.0.0.1:9/pb", "method": "POST", "body_format": "form",
         "body": "id={ActionId}&note=two words"}).json()
     assert preview["problems"][0]["message"] == "第 1 行第 23 列：这里有空格；请写成 +（或 %20）"
+
+
+# -- what a hostile review found (each was accepted, then broke or reshaped the body) -----
+
+@pytest.mark.parametrize(("text", "values"), [
+    ("<a><![CDATA[]]{SubId1}><b/><![CDATA[]]></a>", {"SubId1": ""}),
+    ("<a><![CDATA[{SubId1}><b/><![CDATA[]]></a>", {"SubId1": "]]"}),
+    ("<a><![CDATA[x]]{SubId1}]]></a>", {"SubId1": "><evil/><![CDATA["}),
+    ("<a><![CDATA[{SubId1}>{SubId2}]]></a>", {"SubId1": "]]", "SubId2": "<evil/><![CDATA["}),
+    ("<a><![CDATA[{Items}]>]]></a>", {"Items": ITEMS}),
+    ("<a>{SubId1}></a>", {"SubId1": "x]]"}),
+    ("<a>]{SubId1}></a>", {"SubId1": "]"}),
+])
+def test_cdata_and_content_values_cannot_close_a_section_with_the_text_beside_them(
+        text: str, values: dict[str, Any]) -> None:
+    check(text, BodyFormat.XML)
+    assert xml_shape(ET.fromstring(render(text, BodyFormat.XML, {**HARMLESS, **values}))) == \
+        xml_shape(ET.fromstring(render(text, BodyFormat.XML, HARMLESS)))
+
+
+@pytest.mark.parametrize(("text", "words"), [
+    ("<a><!--<![CDATA[-->{SubId1}</a>", "{SubId1} cannot stand here"),
+    ("<a><?p <![CDATA[?><b c='{SubId1}'/></a>", "{SubId1} cannot stand here"),
+    ("<a>]]{SubId1}></a>", "{SubId1}: left empty (a missing value)"),
+    ("<p:a>{SubId1}</p:a>", "namespace prefix that is not declared"),
+    ('<a xmlns:p="{SubId1}"><p:b/></a>', "cannot stand inside a namespace declaration"),
+    ('<a xmlns="{SubId1}"><b/></a>', "cannot stand inside a namespace declaration"),
+    ('<?xml version="1.0" encoding="big5"?><a/>', 'declare encoding="UTF-8"'),
+    ('<?xml version="1.0" encoding="rot13"?><a/>', 'declare encoding="UTF-8"'),
+    ('<?xml version="1.0" encoding="US-ASCII"?><a>{SubId1}</a>', 'declare encoding="UTF-8"'),
+    ("<a>\ud800</a>", "a lone surrogate"),
+])
+def test_xml_the_parser_places_every_token(text: str, words: str) -> None:
+    assert words in problem(text, BodyFormat.XML)[2]
+
+
+def test_hostile_json_texts_are_problems_not_crashes() -> None:
+    assert "nest too deeply" in problem("[" * 1000 + "]" * 1000, BodyFormat.JSON)[2]
+    assert "more than 4,000 digits" in problem('{"a": ' + "1" * 5000 + "}", BodyFormat.JSON)[2]
+    assert problem('{"NaN": NaN}', BodyFormat.JSON)[:2] == (1, 9)
+    assert problem('{"a":\n "Infinity",\n "b": Infinity}', BodyFormat.JSON)[:2] == (3, 7)
+    check('{"\U000f0000": "{SubId1}"}', BodyFormat.JSON)  # a literal private-use name
+    assert problem("a=\ud800", BodyFormat.FORM)[2].endswith("a lone surrogate: this is not "
+                                                            "Unicode text; type the "
+                                                            "character again")
+    assert problem("<a>\r\r<b></a>", BodyFormat.XML)[:2] == (3, 6)  # CR ends a line too
+
+
+def test_only_plain_decimals_stand_bare_in_json() -> None:
+    body = '{"p": {Payout}, "s": {Status:A=1,B=2}}'
+    for value in ("1" * 5000, "1e999", "1E5", "0x10"):
+        assert json.loads(render(body, BodyFormat.JSON, {"Payout": value, "Status": value})) \
+            == {"p": value, "s": value}
+    assert json.loads(render(body, BodyFormat.JSON, {"Payout": "27.75", "Status": "B"})) == {
+        "p": 27.75, "s": 2}

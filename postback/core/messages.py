@@ -375,6 +375,7 @@ KNOWN: tuple[Known, ...] = (
     _k(N_("{%(token)s} stands in the scheme or host of the URL; tokens may only appear in "
           "the path or query"), token=r"\w+"),
     _k(N_("{%(token)s:%(spec)s}: %(problem)s"), "problem", token=r"\w+", spec=r"[^{}]*"),
+    _k(N_("{%(token)s}: %(problem)s"), "problem", token=r"\w+"),
     _k(N_("bad date format (%(error)s)")),
     # core/template_syntax.py: a body that is not the document its format says
     _k(N_("line %(line)s, column %(column)s: %(problem)s"), "problem", line=_NUMBER,

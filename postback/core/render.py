@@ -9,9 +9,9 @@ slots; each slot knows its context and so its escaping:
   anything else becomes a quoted JSON string (``null`` when missing), so a value can never
   add structure even where a template forgot the quotes.
 * XML: entity escaping (CR, LF and TAB as character references so they survive attribute
-  normalisation); inside CDATA, ``]]>`` is split and CR steps out as ``&#13;``; characters
-  XML 1.0 cannot carry become
-  U+FFFD.
+  normalisation, ``]`` too so that no value ends in ``]]>`` with the text after it); inside
+  CDATA a value steps out of the section and is escaped as text; characters XML 1.0
+  cannot carry become U+FFFD.
 * form: ``application/x-www-form-urlencoded`` encoding of the value.
 
 Rendering is plain substitution otherwise and never fails: a save must also pass
@@ -36,7 +36,9 @@ Value = str | Sequence[Mapping[str, object]] | None
 MAX_TEMPLATE_BYTES = 64 * 1024
 
 TOKEN_RE = re.compile(r"\{([A-Za-z][A-Za-z0-9_]*)(?::([^{}\r\n]*))?\}")
-_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?", re.ASCII)
+#: a number a value may stand as, bare in JSON: plain decimals every parser reads exactly
+#: (no exponent, no 5,000-digit integers); anything else is quoted
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]{0,29})(?:\.[0-9]{1,12})?", re.ASCII)
 _XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
 
 
@@ -155,6 +157,7 @@ def _xml_text(text: str) -> str:
         text.replace("&", "&amp;")
         .replace("<", "&lt;")
         .replace(">", "&gt;")
+        .replace("]", "&#93;")  # so a value and the text after it cannot make "]]>"
         .replace('"', "&quot;")
         .replace("'", "&apos;")
         .replace("\r", "&#13;")
@@ -185,9 +188,10 @@ def _xml(value: Value) -> str:
 
 
 def _xml_cdata(value: Value) -> str:
-    text = _XML_INVALID.sub("\ufffd", _as_text(value))
-    # split "]]>" across two sections; step out of CDATA for CR, which parsers would normalise
-    return text.replace("]]>", "]]]]><![CDATA[>").replace("\r", "]]>&#13;<![CDATA[")
+    """A value steps out of the CDATA section and back in, escaped as text: splitting only
+    the ``]]>`` inside a value would miss one made with the literal text beside it
+    (``]]{SubId1}`` and a value starting with ``>``); the parsed text is the same."""
+    return f"]]>{_xml_text(_as_text(value))}<![CDATA["  # even empty: ]]{Token}> stays text
 
 
 _STATIC_ESCAPES: dict[Context, Callable[[Value], str]] = {
@@ -202,7 +206,7 @@ _STATIC_ESCAPES: dict[Context, Callable[[Value], str]] = {
 # -- context tracking -------------------------------------------------------------------
 
 
-def _json_in_string(text: str, start: int, end: int, in_string: bool) -> bool:
+def json_in_string(text: str, start: int, end: int, in_string: bool) -> bool:
     """Advance the in-string state of a JSON scan over ``text[start:end]``."""
     i = start
     while i < end:
@@ -266,7 +270,7 @@ def compile_template(
         name, spec = match.group(1), match.group(2)
         literal_end = match.start()
         if body_format is BodyFormat.JSON:
-            state = _json_in_string(text, pos, literal_end, state)
+            state = json_in_string(text, pos, literal_end, state)
             context = Context.JSON_STRING if state else Context.JSON_BARE
         elif body_format is BodyFormat.XML:
             state = _xml_in_cdata(text, pos, literal_end, state)
@@ -328,8 +332,12 @@ def _spec(token: Token, spec: str) -> tuple[Callable[[Value], Value], Kind]:
             raise ValueError(f"bad date format ({exc})") from None
 
         def fmt(value: Value) -> Value:
-            return datetime.fromisoformat(value).strftime(spec) if isinstance(
-                value, str) and value else ""
+            if not isinstance(value, str) or not value:
+                return ""
+            try:
+                return datetime.fromisoformat(value).strftime(spec)
+            except ValueError:  # not a date: shown as it is rather than failing the render
+                return value
 
         return fmt, Kind.TEXT
     if token.kind is Kind.ITEMS:

@@ -27,11 +27,20 @@ import re
 from collections.abc import Callable
 from xml.parsers import expat
 
-from postback.core.render import BodyFormat, Context, Problem, Slot, Template, TemplateError
+from postback.core.render import (
+    BodyFormat,
+    Context,
+    Problem,
+    Slot,
+    Template,
+    TemplateError,
+    json_in_string,
+)
 from postback.core.tokens import Kind
 
-_FIRST = 0xF0000  # supplementary private use: one code point per token, for finding it again
-_LAST = 0xFFFFD
+#: supplementary private-use planes 15 and 16: one code point per token, for finding it
+#: again; the plane the template itself does not use
+_PLANES = ((0xF0000, 0xFFFFD), (0x100000, 0x10FFFD))
 _FORM_LITERAL = re.compile(r"[A-Za-z0-9._~!$'()*,:@/?+-]|%[0-9A-Fa-f]{2}")
 
 JSON_ENDS_EARLY = "the JSON ends too early: a value, a closing } or ] is missing at the end"
@@ -45,6 +54,12 @@ FORM_LINE_BREAK = "a line break; a form body is one line of name=value pairs joi
 FORM_SPACE = "a space; write it as + (or %20)"
 FORM_SEMICOLON = "; separates pairs for some receivers; write it as %3B"
 FORM_PERCENT = "a percent sign must be followed by two hex digits; write one itself as %25"
+NOT_UNICODE = "a lone surrogate: this is not Unicode text; type the character again"
+TOO_DEEP = "lists and objects nest too deeply; flatten the body"
+NUMBER_TOO_LONG = "a number with more than 4,000 digits; shorten it"
+IN_NAMESPACE = "a namespace declaration"
+ONLY_UTF8 = 'the body is sent as UTF-8: declare encoding="UTF-8" or leave the encoding out'
+EMPTY_BREAKS = "left empty (a missing value), this token would make the XML not well-formed"
 JSON_NAME_TOKEN = 'tokens may stand only in values ("sub_id": "{SubId1}")'
 
 _HOW_TOKENS_STAND = {
@@ -58,8 +73,9 @@ _HOW_TOKENS_STAND = {
 
 def line_column(text: str, position: int) -> tuple[int, int]:
     """1-based line and column of ``position`` in ``text``."""
-    line = text.count("\n", 0, position) + 1
-    return line, position - (text.rfind("\n", 0, position) + 1) + 1
+    before = text[:position]
+    line = before.count("\n") + before.count("\r") - before.count("\r\n") + 1
+    return line, position - max(before.rfind("\n"), before.rfind("\r"))
 
 
 def problem(text: str, position: int, message: str, token: str | None = None) -> Problem:
@@ -83,6 +99,10 @@ class _StandIns:
     """The template with a stand-in for each token, and the way back to the template."""
 
     def __init__(self, template: Template, stand_in: Callable[[Slot, str], str]) -> None:
+        literal = "".join(p for p in template.parts if isinstance(p, str))
+        self.first, last = next(
+            ((a, b) for a, b in _PLANES if not any(a <= ord(c) <= b for c in literal)),
+            _PLANES[-1])
         out: list[str] = []
         self.slots: list[tuple[int, int, Slot]] = []  # start, end in the stand-in text
         length = 0
@@ -90,7 +110,7 @@ class _StandIns:
             if isinstance(part, str):
                 piece = part
             else:
-                piece = stand_in(part, chr(_FIRST + min(len(self.slots), _LAST - _FIRST)))
+                piece = stand_in(part, chr(self.first + min(len(self.slots), last - self.first)))
                 self.slots.append((length, length + len(piece), part))
             out.append(piece)
             length += len(piece)
@@ -106,8 +126,15 @@ class _StandIns:
     def marked(self, text: str) -> Slot | None:
         """The first token whose marker character is in ``text``."""
         for ch in text:
-            if 0 <= ord(ch) - _FIRST < len(self.slots):
-                return self.slots[ord(ch) - _FIRST][2]
+            if 0 <= ord(ch) - self.first < len(self.slots):
+                return self.slots[ord(ch) - self.first][2]
+        return None
+
+    def marked_refs(self, text: str) -> Slot | None:
+        """The first token whose marker stands in ``text`` as a character reference."""
+        for ref in re.findall(r"&#([0-9]{1,7});", text):
+            if 0 <= int(ref) - self.first < len(self.slots):
+                return self.slots[int(ref) - self.first][2]
         return None
 
     def within(self, start: int, end: int) -> Slot | None:
@@ -130,6 +157,10 @@ def check_body(text: str, template: Template, body_format: BodyFormat) -> None:
     body of ``body_format`` whose tokens all stand as values. An empty body passes."""
     if not text:
         return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise TemplateError([problem(text, exc.start, NOT_UNICODE)]) from None
     check = {BodyFormat.JSON: _check_json, BodyFormat.XML: _check_xml,
              BodyFormat.FORM: _check_form}[body_format]
     try:
@@ -173,13 +204,19 @@ def _check_json(text: str, template: Template) -> None:
         return dict(items)
 
     def constant(name: str) -> object:
-        at = standing.original(standing.text.find(name))
-        raise _Refused(problem(text, at, f"{name} is not JSON; write a number or null"))
+        at = next(m.start() for m in re.finditer(re.escape(name), standing.text)
+                  if not json_in_string(standing.text, 0, m.start(), False))
+        raise _Refused(problem(text, standing.original(at),
+                               f"{name} is not JSON; write a number or null"))
 
     try:
         json.loads(standing.text, object_pairs_hook=pairs, parse_constant=constant)
     except json.JSONDecodeError as exc:
         raise _Refused(_json_problem(text, standing, exc)) from None
+    except RecursionError:
+        raise _Refused(problem(text, 0, TOO_DEEP)) from None
+    except ValueError:  # an integer past Python's 4,300-digit limit
+        raise _Refused(problem(text, 0, NUMBER_TOO_LONG)) from None
 
 
 def _json_problem(text: str, standing: _StandIns, exc: json.JSONDecodeError) -> Problem:
@@ -233,11 +270,42 @@ def _xml_stand_in(slot: Slot, marker: str) -> str:
 
 def _check_xml(text: str, template: Template) -> None:
     standing = _StandIns(template, _xml_stand_in)
+    _parse_xml(text, standing, checks=True)
+    # a missing value renders empty: that must be well-formed too (``]]{SubId1}>``)
+    empty = _StandIns(template, lambda slot, marker: _render_empty(slot))
+    try:
+        _parse_xml(text, empty, checks=False)
+    except _Refused as exc:
+        assert exc.found.position is not None
+        at = exc.found.position
+        slot = max((s for s in template.parts if isinstance(s, Slot) and s.end <= at),
+                   key=lambda s: s.end, default=None)
+        where = slot.start if slot is not None else at
+        raise _Refused(problem(text, where, f"{{{slot.name}}}: {EMPTY_BREAKS}" if slot
+                               else EMPTY_BREAKS, slot.name if slot else None)) from None
+
+
+def _render_empty(slot: Slot) -> str:
+    return slot.escape(None)
+
+
+def _parse_xml(text: str, standing: _StandIns, checks: bool) -> None:
+    """Parse the stand-in text as receivers do (UTF-8 whatever it declares, namespaces
+    bound) and, with ``checks``, follow where each token's stand-in lands: CDATA tokens
+    only in CDATA, others only in text and attribute values, none in a comment, a
+    processing instruction or a namespace declaration."""
     encoded = standing.text.encode("utf-8")
-    parser = expat.ParserCreate()
+    parser = expat.ParserCreate("UTF-8", namespace_separator="}")
+    in_cdata = False
 
     def here() -> int:
         return len(encoded[:max(parser.CurrentByteIndex, 0)].decode("utf-8", "replace"))
+
+    def refuse(slot: Slot, kind: str | None = None) -> None:
+        if kind is None:
+            raise _Refused(_misplaced(text, slot, BodyFormat.XML))
+        raise _Refused(problem(text, slot.start, f"{{{slot.name}}} cannot stand inside "
+                               f"{kind}: {_HOW_TOKENS_STAND[BodyFormat.XML]}", slot.name))
 
     def inert(kind: str, closing: str) -> Callable[..., None]:
         def handler(*_: object) -> None:
@@ -245,17 +313,49 @@ def _check_xml(text: str, template: Template) -> None:
             end = standing.text.find(closing, start + 2)
             slot = standing.within(start, len(standing.text) if end < 0 else end)
             if slot is not None:
-                raise _Refused(problem(text, slot.start, f"{{{slot.name}}} cannot stand "
-                                       f"inside {kind}: {_HOW_TOKENS_STAND[BodyFormat.XML]}",
-                                       slot.name))
+                refuse(slot, kind)
         return handler
 
     def doctype(*_: object) -> None:
         raise _Refused(problem(text, standing.original(here()), NO_DOCTYPE))
 
-    parser.CommentHandler = inert(IN_COMMENT, "-->")
-    parser.ProcessingInstructionHandler = inert(IN_PI, "?>")
+    def declaration(_version: str | None, encoding: str | None, _standalone: int) -> None:
+        if encoding is not None and encoding.lower().replace("_", "-") not in ("utf-8",
+                                                                               "utf8"):
+            raise _Refused(problem(text, standing.original(here()), ONLY_UTF8))
+
+    def cdata(entering: bool) -> Callable[[], None]:
+        def handler() -> None:
+            nonlocal in_cdata
+            in_cdata = entering
+        return handler
+
+    def characters(data: str) -> None:
+        slot = standing.marked_refs(data) if in_cdata else standing.marked(data)
+        if slot is not None and (in_cdata or slot.context is Context.XML_CDATA):
+            refuse(slot)
+
+    def element(_name: str, attributes: dict[str, str]) -> None:
+        for value in attributes.values():
+            slot = standing.marked(value)
+            if slot is not None and slot.context is Context.XML_CDATA:
+                refuse(slot)
+
+    def namespace(_prefix: str | None, uri: str | None) -> None:
+        slot = standing.marked(uri or "")
+        if slot is not None:
+            refuse(slot, IN_NAMESPACE)
+
     parser.StartDoctypeDeclHandler = doctype
+    parser.XmlDeclHandler = declaration
+    if checks:
+        parser.CommentHandler = inert(IN_COMMENT, "-->")
+        parser.ProcessingInstructionHandler = inert(IN_PI, "?>")
+        parser.StartCdataSectionHandler = cdata(True)
+        parser.EndCdataSectionHandler = cdata(False)
+        parser.CharacterDataHandler = characters
+        parser.StartElementHandler = element
+        parser.StartNamespaceDeclHandler = namespace
     try:
         parser.Parse(encoded, True)
     except expat.ExpatError as exc:
@@ -330,6 +430,7 @@ def _form_fix(ch: str) -> str:
 
 #: every fixed text a problem can hold, for the message catalogs (``core/messages.py``)
 TEXTS = (JSON_ENDS_EARLY, NO_DOCTYPE, IN_COMMENT, IN_PI, EMPTY_PAIR_AT_END, EMPTY_PAIR,
+         NOT_UNICODE, TOO_DEEP, NUMBER_TOO_LONG, IN_NAMESPACE, ONLY_UTF8, EMPTY_BREAKS,
          SECOND_EQUALS, NO_NAME, FORM_LINE_BREAK, FORM_SPACE, FORM_SEMICOLON, FORM_PERCENT,
          JSON_NAME_TOKEN, *_HOW_TOKENS_STAND.values(), *(w for _, w in _JSON_MESSAGES),
          *_XML_MESSAGES.values())
