@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from postback.api.deps import Brand, BrandOrPartner, IdPath, IdQuery, read, wake, write
+from postback.api.schemas.actions import ActionDetailOut, ActionOut, ActionPage, BatchOut
+from postback.api.schemas.base import BODY, refusals
 from postback.models import ActionBatchIn, ActionIn, ActionPatchIn, AwareDatetime, ReasonIn
 from postback.services import ledger
 
@@ -19,7 +21,8 @@ def _id(who: Brand | BrandOrPartner) -> int:
     return who.account_id
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, response_model=ActionOut,
+             responses=refusals(401, 403, 404, 409, *BODY))
 def report(body: ActionIn, request: Request, who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         rows = ledger.report_actions(conn, _id(who), [body], datetime.now(UTC))
@@ -27,7 +30,8 @@ def report(body: ActionIn, request: Request, who: Brand) -> dict[str, Any]:
     return ledger.action_out(rows[0])
 
 
-@router.post("/batch", status_code=201)
+@router.post("/batch", status_code=201, response_model=BatchOut,
+             responses=refusals(401, 403, 404, 409, *BODY))
 def report_batch(body: ActionBatchIn, request: Request, who: Brand) -> dict[str, Any]:
     """Up to 10,000 actions, all or none."""
     with write(request) as conn:
@@ -37,7 +41,7 @@ def report_batch(body: ActionBatchIn, request: Request, who: Brand) -> dict[str,
             "count": len(rows)}
 
 
-@router.get("")
+@router.get("", response_model=ActionPage, responses=refusals(401, 403, 422))
 def list_actions(
     request: Request, who: BrandOrPartner,
     status: Literal["PENDING", "APPROVED", "REVERSED"] | None = None,
@@ -51,14 +55,16 @@ def list_actions(
                                    since=since, until=until, cursor=cursor, limit=limit)
 
 
-@router.get("/{action_id}")
+@router.get("/{action_id}", response_model=ActionDetailOut,
+            responses=refusals(401, 403, 404, 422))
 def get_action(action_id: IdPath, request: Request, who: BrandOrPartner) -> dict[str, Any]:
     scope = {"brand_id": _id(who)} if who.role == "brand" else {"partner_id": _id(who)}
     with read(request) as conn:
         return ledger.get_action(conn, action_id, **scope)
 
 
-@router.patch("/{action_id}")
+@router.patch("/{action_id}", response_model=ActionOut,
+              responses=refusals(401, 403, 404, 409, *BODY))
 def modify(action_id: IdPath, body: ActionPatchIn, request: Request, who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         row = ledger.modify_action(conn, _id(who), action_id, body, datetime.now(UTC))
@@ -66,7 +72,8 @@ def modify(action_id: IdPath, body: ActionPatchIn, request: Request, who: Brand)
     return ledger.action_out(row)
 
 
-@router.post("/{action_id}/reverse")
+@router.post("/{action_id}/reverse", response_model=ActionOut,
+             responses=refusals(401, 403, 404, 409, *BODY))
 def reverse(action_id: IdPath, body: ReasonIn, request: Request, who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         row = ledger.reverse_action(conn, _id(who), action_id, body.reason, datetime.now(UTC))
@@ -74,7 +81,8 @@ def reverse(action_id: IdPath, body: ReasonIn, request: Request, who: Brand) -> 
     return ledger.action_out(row)
 
 
-@router.post("/{action_id}/approve")
+@router.post("/{action_id}/approve", response_model=ActionOut,
+             responses=refusals(401, 403, 404, 409, 422))
 def approve(action_id: IdPath, request: Request, who: Brand) -> dict[str, Any]:
     with write(request) as conn:
         row = ledger.approve_action(conn, _id(who), action_id, datetime.now(UTC))

@@ -29,6 +29,7 @@ from postback.api import (
     programs,
 )
 from postback.api.limits import BodyLimit
+from postback.api.schemas.health import HealthOut, IpRangesOut, ReadinessOut
 from postback.config import Settings
 from postback.services.health import Readiness
 from postback.services.lane import TestLane
@@ -70,19 +71,20 @@ def create_api(settings: Settings, db: Engine, wake: Callable[[], None] | None =
                                    swagger_css_url="/docs-assets/swagger-ui.css",
                                    swagger_favicon_url="/docs-assets/favicon.png")
 
-    @app.get("/v1/ip-ranges", tags=["health"])
+    @app.get("/v1/ip-ranges", tags=["health"], response_model=IpRangesOut)
     def ip_ranges() -> dict[str, list[str]]:
         """The address ranges postbacks come from, for partners' allow-lists (no key
         needed), like GitHub's ``/meta`` hooks field."""
         return {"postbacks": list(settings.egress_ranges)}
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], response_model=HealthOut)
     async def healthz() -> dict[str, str]:
         """Liveness: the API process answers (nothing else is asked, not even the database;
         see ``/readyz``)."""
         return {"status": "ok", "version": __version__}
 
-    @app.get("/readyz", tags=["health"], responses={503: {"description": "not ready"}})
+    @app.get("/readyz", tags=["health"], response_model=ReadinessOut,
+             responses={503: {"model": ReadinessOut, "description": "not ready"}})
     def readyz() -> JSONResponse:
         """Readiness: 200 when the database answers, its schema is current, and a delivery
         engine and the scheduler are alive (a heartbeat within the last few); 503

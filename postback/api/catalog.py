@@ -8,6 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 
 from postback.api.deps import Brand, IdPath, read, wake, write
+from postback.api.schemas.base import BODY, refusals
+from postback.api.schemas.catalog import (
+    CatalogBulkOut,
+    CatalogItemOut,
+    CatalogItemPage,
+    CatalogPutOut,
+)
 from postback.models import CatalogBulkIn, CatalogItemIn
 from postback.services import catalog
 
@@ -19,7 +26,8 @@ def _id(who: Brand) -> int:
     return who.account_id
 
 
-@router.post("/bulk")
+@router.post("/bulk", response_model=CatalogBulkOut,
+             responses=refusals(401, 403, 404, 409, *BODY))
 def bulk(program_id: IdPath, body: CatalogBulkIn, request: Request, who: Brand) -> dict[str, int]:
     """Upsert up to 10,000 items; only real changes notify partners."""
     with write(request) as conn:
@@ -28,7 +36,8 @@ def bulk(program_id: IdPath, body: CatalogBulkIn, request: Request, who: Brand) 
     return out
 
 
-@router.put("/{item_id}")
+@router.put("/{item_id}", response_model=CatalogPutOut,
+            responses=refusals(401, 403, 404, 409, *BODY))
 def put(program_id: IdPath, item_id: str, body: CatalogItemIn, request: Request,
         who: Brand) -> dict[str, Any]:
     with write(request) as conn:
@@ -37,7 +46,7 @@ def put(program_id: IdPath, item_id: str, body: CatalogItemIn, request: Request,
     return out
 
 
-@router.delete("/{item_id}", status_code=204)
+@router.delete("/{item_id}", status_code=204, responses=refusals(401, 403, 404, 422))
 def remove(program_id: IdPath, item_id: str, request: Request, who: Brand) -> Response:
     with write(request) as conn:
         catalog.delete_item(conn, _id(who), program_id, item_id, datetime.now(UTC))
@@ -45,14 +54,16 @@ def remove(program_id: IdPath, item_id: str, request: Request, who: Brand) -> Re
     return Response(status_code=204)
 
 
-@router.get("")
+@router.get("", response_model=CatalogItemPage,
+            responses=refusals(401, 403, 404, 422))
 def list_items(program_id: IdPath, request: Request, who: Brand, cursor: str | None = None,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
     with read(request) as conn:
         return catalog.list_items(conn, _id(who), program_id, cursor, limit)
 
 
-@router.get("/{item_id}")
+@router.get("/{item_id}", response_model=CatalogItemOut,
+            responses=refusals(401, 403, 404, 422))
 def get(program_id: IdPath, item_id: str, request: Request, who: Brand) -> dict[str, Any]:
     with read(request) as conn:
         return catalog.get_item(conn, _id(who), program_id, item_id)

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from postback.api.deps import IdPath, IdQuery, Partner, read, wake, write
+from postback.api.schemas.base import BODY, refusals
+from postback.api.schemas.deliveries import DeliveryDetailOut, DeliveryPage, RequeuedOut
 from postback.models import AwareDatetime, RecoverIn
 from postback.services import deliveries
 
@@ -19,7 +21,7 @@ def _id(who: Partner) -> int:
     return who.account_id
 
 
-@router.get("")
+@router.get("", response_model=DeliveryPage, responses=refusals(401, 403, 422))
 def list_deliveries(
     request: Request, who: Partner,
     status: Literal["pending", "held", "succeeded", "failed"] | None = None,
@@ -36,7 +38,8 @@ def list_deliveries(
                                           cursor=cursor, limit=limit)
 
 
-@router.post("/recover")
+@router.post("/recover", response_model=RequeuedOut,
+             responses=refusals(401, 403, *BODY))
 def recover(body: RecoverIn, request: Request, who: Partner) -> dict[str, int]:
     """Queue again every failed delivery created in the window (optionally of one type)."""
     count = deliveries.recover_failed(request.app.state.db, datetime.now(UTC),
@@ -46,13 +49,15 @@ def recover(body: RecoverIn, request: Request, who: Partner) -> dict[str, int]:
     return {"requeued": count}
 
 
-@router.get("/{delivery_id}")
+@router.get("/{delivery_id}", response_model=DeliveryDetailOut,
+            responses=refusals(401, 403, 404, 422))
 def get_delivery(delivery_id: IdPath, request: Request, who: Partner) -> dict[str, Any]:
     with read(request) as conn:
         return deliveries.get_delivery(conn, _id(who), delivery_id)
 
 
-@router.post("/{delivery_id}/resend")
+@router.post("/{delivery_id}/resend", response_model=DeliveryDetailOut,
+             responses=refusals(401, 403, 404, 409, 422))
 def resend(delivery_id: IdPath, request: Request, who: Partner) -> dict[str, Any]:
     with write(request) as conn:
         out = deliveries.resend_delivery(conn, _id(who), delivery_id, datetime.now(UTC))

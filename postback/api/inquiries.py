@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from postback.api.deps import Brand, BrandOrPartner, IdPath, IdQuery, Partner, read, wake, write
+from postback.api.schemas.base import BODY, refusals
+from postback.api.schemas.inquiries import InquiryOut, InquiryPage, InquirySettingsOut
 from postback.models import InquiryIn, InquirySettingsIn, ResolveIn
 from postback.services import inquiries
 from postback.services.programs import get_program
@@ -20,7 +22,8 @@ def _owner(who: BrandOrPartner) -> dict[str, int]:
     return {"brand_id" if who.role == "brand" else "partner_id": who.account_id}
 
 
-@router.post("/inquiries", status_code=201)
+@router.post("/inquiries", status_code=201, response_model=InquiryOut,
+             responses=refusals(401, 403, 404, *BODY))
 def create(body: InquiryIn, request: Request, who: Partner) -> dict[str, Any]:
     assert who.account_id is not None
     with write(request) as conn:
@@ -29,7 +32,8 @@ def create(body: InquiryIn, request: Request, who: Partner) -> dict[str, Any]:
     return out
 
 
-@router.get("/inquiries")
+@router.get("/inquiries", response_model=InquiryPage,
+            responses=refusals(401, 403, 422))
 def list_inquiries(request: Request, who: BrandOrPartner,
                    state: Literal["OPEN", "RESOLVED", "CLOSED"] | None = None,
                    cursor: IdQuery = None,
@@ -39,13 +43,15 @@ def list_inquiries(request: Request, who: BrandOrPartner,
                                         **_owner(who))
 
 
-@router.get("/inquiries/{inquiry_id}")
+@router.get("/inquiries/{inquiry_id}", response_model=InquiryOut,
+            responses=refusals(401, 403, 404, 422))
 def get(inquiry_id: IdPath, request: Request, who: BrandOrPartner) -> dict[str, Any]:
     with read(request) as conn:
         return inquiries.get_inquiry(conn, inquiry_id, **_owner(who))
 
 
-@router.post("/inquiries/{inquiry_id}/close")
+@router.post("/inquiries/{inquiry_id}/close", response_model=InquiryOut,
+             responses=refusals(401, 403, 404, 409, 422))
 def close(inquiry_id: IdPath, request: Request, who: Partner) -> dict[str, Any]:
     assert who.account_id is not None
     with write(request) as conn:
@@ -54,7 +60,8 @@ def close(inquiry_id: IdPath, request: Request, who: Partner) -> dict[str, Any]:
     return out
 
 
-@router.post("/inquiries/{inquiry_id}/resolve")
+@router.post("/inquiries/{inquiry_id}/resolve", response_model=InquiryOut,
+             responses=refusals(401, 403, 404, 409, *BODY))
 def resolve(inquiry_id: IdPath, body: ResolveIn, request: Request, who: Brand) -> dict[str, Any]:
     """VALID creates the action (ReferringType ACTION_INQUIRY, a TRACKED postback);
     DECLINED needs one of the exact reject reasons."""
@@ -66,7 +73,8 @@ def resolve(inquiry_id: IdPath, body: ResolveIn, request: Request, who: Brand) -
     return out
 
 
-@router.put("/programs/{program_id}/inquiry-settings")
+@router.put("/programs/{program_id}/inquiry-settings", response_model=InquirySettingsOut,
+            responses=refusals(401, 403, 404, *BODY))
 def put_settings(program_id: IdPath, body: InquirySettingsIn, request: Request,
                  who: Brand) -> dict[str, Any]:
     assert who.account_id is not None
@@ -74,7 +82,8 @@ def put_settings(program_id: IdPath, body: InquirySettingsIn, request: Request,
         return inquiries.put_policy(conn, who.account_id, program_id, body, datetime.now(UTC))
 
 
-@router.get("/programs/{program_id}/inquiry-settings")
+@router.get("/programs/{program_id}/inquiry-settings", response_model=InquirySettingsOut,
+            responses=refusals(401, 403, 404, 422))
 def get_settings(program_id: IdPath, request: Request, who: Brand) -> dict[str, Any]:
     assert who.account_id is not None
     with read(request) as conn:

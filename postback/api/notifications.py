@@ -8,6 +8,15 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request, Response
 
 from postback.api.deps import IdPath, Partner, read, write
+from postback.api.schemas.base import BODY, refusals
+from postback.api.schemas.settings import (
+    DiscardedOut,
+    NotificationTypeList,
+    RotatedOut,
+    SavedSettingOut,
+    SettingList,
+    TestResultOut,
+)
 from postback.models import EventLevelSettingIn, NotificationSettingIn, RotateIn, SettingTestIn
 from postback.services import notification_settings as ns
 from postback.services import test_tool
@@ -21,13 +30,14 @@ def _id(who: Partner) -> int:
     return who.account_id
 
 
-@router.get("")
+@router.get("", response_model=NotificationTypeList, responses=refusals(401, 403))
 def list_settings(request: Request, who: Partner) -> dict[str, Any]:
     with read(request) as conn:
         return {"items": ns.list_settings(conn, _id(who)), "next_cursor": None}
 
 
-@router.put("/{slug}")
+@router.put("/{slug}", response_model=SavedSettingOut,
+            responses=refusals(401, 403, 404, *BODY))
 def put_setting(slug: str, body: NotificationSettingIn, request: Request,
                 who: Partner) -> dict[str, Any]:
     """Saving checks the URL's host now (a name is resolved once); ``warnings`` lists what
@@ -38,7 +48,8 @@ def put_setting(slug: str, body: NotificationSettingIn, request: Request,
     return {**saved, "warnings": warnings}
 
 
-@router.post("/action-lifecycle/event-level", status_code=201)
+@router.post("/action-lifecycle/event-level", status_code=201, response_model=SavedSettingOut,
+             responses=refusals(401, 403, 404, *BODY))
 def add_event_level(body: EventLevelSettingIn, request: Request, who: Partner) -> dict[str, Any]:
     """A setting for one (program, event type): it fires for new actions (TRACKED) only."""
     warnings = ns.vet_target(body.url, request.app.state.settings)
@@ -47,13 +58,15 @@ def add_event_level(body: EventLevelSettingIn, request: Request, who: Partner) -
     return {**saved, "warnings": warnings}
 
 
-@router.get("/action-lifecycle/event-level")
+@router.get("/action-lifecycle/event-level", response_model=SettingList,
+            responses=refusals(401, 403))
 def list_event_level(request: Request, who: Partner) -> dict[str, Any]:
     with read(request) as conn:
         return {"items": ns.list_scoped(conn, _id(who), "event_level"), "next_cursor": None}
 
 
-@router.delete("/action-lifecycle/event-level/{setting_id}", status_code=204)
+@router.delete("/action-lifecycle/event-level/{setting_id}", status_code=204,
+               responses=refusals(401, 403, 404, 422))
 def delete_event_level(setting_id: IdPath, request: Request, who: Partner) -> Response:
     with write(request) as conn:
         ns.delete_scoped(conn, _id(who), "event_level", setting_id)
@@ -76,7 +89,8 @@ def run_test(request: Request, partner_id: int, slug: str, body: SettingTestIn,
         raise HTTPException(429, str(exc), headers={"Retry-After": "5"}) from None
 
 
-@router.post("/{slug}/test")
+@router.post("/{slug}/test", response_model=TestResultOut,
+             responses=refusals(401, 403, 404, 429, *BODY))
 def test_setting(slug: str, body: SettingTestIn, request: Request,
                  who: Partner) -> dict[str, Any]:
     """Render the saved setting (with any overrides) with sample values, or with one of
@@ -89,7 +103,8 @@ def test_setting(slug: str, body: SettingTestIn, request: Request,
     return run_test(request, _id(who), slug, body)
 
 
-@router.post("/{slug}/signing-secret/rotate")
+@router.post("/{slug}/signing-secret/rotate", response_model=RotatedOut,
+             responses=refusals(401, 403, 404, 409, *BODY))
 def rotate(slug: str, body: RotateIn, request: Request, who: Partner) -> dict[str, Any]:
     """A new signing secret, shown once; the previous one also signs until
     ``previous_secret_expires_at`` (default 24 h), so you can switch without a gap."""
@@ -98,14 +113,15 @@ def rotate(slug: str, body: RotateIn, request: Request, who: Partner) -> dict[st
                                         request.app.state.settings, datetime.now(UTC))
 
 
-@router.delete("/{slug}", status_code=204)
+@router.delete("/{slug}", status_code=204, responses=refusals(401, 403, 404, 422))
 def delete_setting(slug: str, request: Request, who: Partner) -> Response:
     with write(request) as conn:
         ns.delete_setting(conn, _id(who), slug)
     return Response(status_code=204)
 
 
-@router.post("/{slug}/held/discard")
+@router.post("/{slug}/held/discard", response_model=DiscardedOut,
+             responses=refusals(401, 403, 404, 422))
 def discard_held(slug: str, request: Request, who: Partner) -> dict[str, int]:
     """Give up the deliveries this setting holds while it is off (``status: held``): they
     end as failed (``last_error: discarded``) and stay readable and resendable."""
