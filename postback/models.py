@@ -82,7 +82,10 @@ def _clean_text(value: str) -> str:
     return value
 
 
-Id = Annotated[int, Field(ge=1, le=2**63 - 1)]
+#: ids are INTEGER primary keys, 32 bits on PostgreSQL: a larger id is refused (422) where
+#: the database would fail on it (a 500) rather than find nothing
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Field(ge=1, le=MAX_ID)]
 Cents = Annotated[int, BeforeValidator(_money), AfterValidator(_non_negative)]
 AwareDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_aware)]
 Text = Annotated[str, AfterValidator(_clean_text)]

@@ -10,6 +10,7 @@ from fastapi import Depends, HTTPException, Path, Query, Request
 from sqlalchemy import Connection, Engine
 
 from postback.db.engine import reader
+from postback.models import MAX_ID
 from postback.services.accounts import Principal, Role, authenticate
 
 
@@ -58,7 +59,6 @@ def wake(request: Request) -> None:
     request.app.state.wake()
 
 
-MAX_ID = 2**63 - 1
 IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]
 IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 Operator = Annotated[Principal, Depends(role("operator"))]
