@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
@@ -86,7 +87,10 @@ def _clean_text(value: str) -> str:
 #: the database would fail on it (a 500) rather than find nothing
 MAX_ID = 2**31 - 1
 Id = Annotated[int, Field(ge=1, le=MAX_ID)]
-Cents = Annotated[int, BeforeValidator(_money), AfterValidator(_non_negative)]
+#: money as it travels (a decimal string, documented so), held as cents
+Cents = Annotated[int, BeforeValidator(_money), AfterValidator(_non_negative),
+                  WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,13}(\.[0-9]{1,2})?$",
+                                  "examples": ["27.75"]})]
 AwareDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_aware)]
 Text = Annotated[str, AfterValidator(_clean_text)]
 _CURRENCIES = frozenset(list_currencies())

@@ -10,6 +10,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,10 @@ TEST_KEY = new_key()
 LOOPBACK_ENV = {"POSTBACK_ALLOW_TARGETS": "127.0.0.0/8,::1/128", "POSTBACK_SECRET_KEY": TEST_KEY}
 PG_SERVER = os.environ.get("POSTBACK_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: the default action's event date: yesterday, so its 30-day lock is always ahead (a fixed
+#: date made every test that modifies such an action fail once the date had locked)
+RECENT = (datetime.now(UTC) - timedelta(days=1)).replace(hour=18, minute=4, second=5,
+                                                         microsecond=0).isoformat()
 
 
 def _pg_reachable() -> bool:
@@ -200,7 +205,7 @@ class World:
         body = {
             "program_id": self.program_id, "event_type_id": self.event_type_id,
             "partner_id": self.partner_id, "oid": f"ORD-{uuid.uuid4().hex[:10]}",
-            "amount": "100.00", "payout": "7.50", "event_date": "2026-11-02T18:04:05+00:00",
+            "amount": "100.00", "payout": "7.50", "event_date": RECENT,
         }
         body.update(fields)
         return body

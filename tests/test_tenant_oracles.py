@@ -458,7 +458,7 @@ def test_every_web_route_answers_another_tenants_ids_as_made_up_ones(
                         not bad_url):
                     own = {x: b.own(x.kind) for x in slots}
                     answer = send({**own, s: _fake(0, s.kind)})
-                    assert answer.status_code == 422 and "partner not found" in answer.text
+                    assert answer.status_code == 422 and "no partner has the ID" in answer.text
     assert not oracles, "\n\n".join(oracles)
     assert walked >= 15
 

@@ -24,6 +24,7 @@ from postback.core.lifecycle import REASON_CODES, ClearingRule, LockingRule, Rul
 from postback.core.messages import describe, refusal
 from postback.db.engine import reader
 from postback.models import (
+    MAX_ID,
     ActionIn,
     ActionPatchIn,
     BrandPostbackIn,
@@ -121,7 +122,7 @@ def put_contract(program_id: Id, request: Request, sent: Form) -> Response:
     new_text = one.get("new_partner_id", "").strip()
     partner_text = new_text or one.get("partner_id", "").strip()
     field = "new_partner_id" if new_text or "partner_id" not in one else "partner_id"
-    if not partner_text.isdigit() or len(partner_text) > 18:
+    if not partner_text.isdigit() or not 1 <= int(partner_text) <= MAX_ID:
         return _programs(p, 422, Filled(name, values, {field: p.gettext(
             "Partner: choose one, or enter a partner's ID (a number)")}, CONTRACT_FIELDS))
     try:
@@ -308,7 +309,7 @@ def upload_chosen(request: Request, sent: Form) -> Response:
     """An upload into the program chosen in the form itself (the one named beside the
     button), not the one the page was showing."""
     chosen = sent.fields.get("program_id", "").strip()
-    if not chosen.isdigit() or not 1 <= int(chosen) < 2**63:
+    if not chosen.isdigit() or not 1 <= int(chosen) <= MAX_ID:
         p = page(request, "brand")
         p.form(sent)
         return _catalog(p, None, 422, Filled("upload", sent.fields, {

@@ -42,6 +42,7 @@ from postback.core.diagnosis import DIAGNOSES
 from postback.core.lifecycle import RuleViolation
 from postback.core.messages import Message, describe, field_problem, known, label, refusal
 from postback.db.engine import reader
+from postback.models import MAX_ID
 from postback.sealing import SealError
 from postback.services.accounts import Role
 from postback.services.errors import Invalid, NotFound
@@ -70,7 +71,7 @@ SECURITY_HEADERS = {
 
 
 #: an id in a page's path: one the database can hold (anything else is a 404 page)
-Id = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
 
 
 class SignInRequired(Exception):
