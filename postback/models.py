@@ -86,7 +86,23 @@ def _clean_text(value: str) -> str:
 #: ids are INTEGER primary keys, 32 bits on PostgreSQL: a larger id is refused (422) where
 #: the database would fail on it (a 500) rather than find nothing
 MAX_ID = 2**31 - 1
-Id = Annotated[int, Field(ge=1, le=MAX_ID)]
+def _whole_number(value: Any) -> Any:
+    """``false`` is no count of days (pydantic alone would read it as 0)."""
+    if isinstance(value, bool):
+        raise ValueError("must be a whole number, not true or false")
+    return value
+
+
+def _true_or_false(value: Any) -> Any:
+    """Only ``true`` or ``false`` (pydantic alone would take 0, "no" or "off")."""
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_true_or_false)]
+Count = Annotated[int, BeforeValidator(_whole_number)]
+Id = Annotated[Count, Field(ge=1, le=MAX_ID)]
 #: money as it travels (a decimal string, documented so), held as cents
 Cents = Annotated[int, BeforeValidator(_money), AfterValidator(_non_negative),
                   WithJsonSchema({"type": "string", "pattern": r"^[0-9]{1,13}(\.[0-9]{1,2})?$",
@@ -154,12 +170,12 @@ class EventTypeIn(Strict):
 
 class LockingIn(Strict):
     rule: LockingRule
-    days: Annotated[int, Field(ge=0, le=3650)] = 0
+    days: Annotated[Count, Field(ge=0, le=3650)] = 0
 
 
 class ClearingIn(Strict):
     rule: ClearingRule
-    days: Annotated[int, Field(ge=0, le=3650)] = 0
+    days: Annotated[Count, Field(ge=0, le=3650)] = 0
 
 
 class ContractIn(Strict):
@@ -263,18 +279,18 @@ class NotificationSettingIn(Strict):
     body_format: BodyFormat = BodyFormat.JSON
     body: Annotated[Text, Field(max_length=65536)] = ""
     headers: Annotated[dict[str, str], AfterValidator(_headers), Field(max_length=50)] = {}
-    enabled: bool = True
-    minimum_delay_seconds: Annotated[int, Field(ge=0, le=86400)] = 0
+    enabled: Flag = True
+    minimum_delay_seconds: Annotated[Count, Field(ge=0, le=86400)] = 0
     max_requests_per_second: Annotated[float | None, Field(gt=0, le=100_000)] = None
     success_response: Annotated[Text | None, Field(min_length=1, max_length=1000)] = None
     error_response: Annotated[Text | None, Field(min_length=1, max_length=1000)] = None
     extra_triggers: Annotated[list[Literal["LOCKED", "PAID"]], Field(max_length=2)] = []
-    signed: bool = False
+    signed: Flag = False
     signing_scheme: Literal["v1", "v1a"] = "v1"
 
 
 class RotateIn(Strict):
-    grace_seconds: Annotated[int, Field(ge=0, le=7 * 86400)] = 86400
+    grace_seconds: Annotated[Count, Field(ge=0, le=7 * 86400)] = 86400
 
 
 class RecoverIn(Strict):
@@ -330,14 +346,14 @@ class ResolveIn(Strict):
 
 class AutoApprovalIn(Strict):
     mode: Literal["off", "immediately", "after_days", "days_after_month_end"] = "off"
-    days: Annotated[int, Field(ge=0, le=365)] = 0
+    days: Annotated[Count, Field(ge=0, le=365)] = 0
     max_expected_payout: Cents | None = None
     monthly_cap: Cents | None = None
     event_type_id: Id | None = None
 
 
 class InquirySettingsIn(Strict):
-    resolution_deadline_days: Annotated[int | None, Field(ge=0, le=365)] = None
+    resolution_deadline_days: Annotated[Count | None, Field(ge=0, le=365)] = None
     auto_approval: AutoApprovalIn = AutoApprovalIn()
 
 
@@ -384,4 +400,4 @@ class CatalogBulkItemIn(CatalogItemIn):
 
 class CatalogBulkIn(Strict):
     items: Annotated[list[CatalogBulkItemIn], Field(max_length=MAX_BATCH)]
-    remove_missing: bool = False
+    remove_missing: Flag = False

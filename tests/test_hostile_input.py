@@ -42,3 +42,28 @@ def test_ids_out_of_range_are_a_clear_4xx(world: World) -> None:
     assert world.brand("GET", f"/v1/programs/{2**64}", 422)["message"].startswith("program_id:")
     err = world.brand("POST", "/v1/actions", 422, json=world.action(program_id=2**64))
     assert err["message"].startswith("program_id:")
+
+
+def test_true_and_false_are_no_numbers_and_numbers_no_true_or_false(world: World) -> None:
+    contract = f"/v1/programs/{world.program_id}/contracts/{world.partner_id}"
+    terms = {"event_type_ids": [world.event_type_id],
+             "locking": {"rule": "days_after_event", "days": False},
+             "clearing": {"rule": "days_after_locking", "days": 20}}
+    err = world.brand("PUT", contract, 422, json=terms)
+    assert (err["field"], err["message"]) == (
+        "locking.days", "locking.days: must be a whole number, not true or false")
+    err = world.brand("PUT", contract, 422, json={**terms, "event_type_ids": [True],
+                                                  "locking": {"rule": "open_ended"}})
+    assert err["field"] == "event_type_ids[0]"
+    bulk = f"/v1/programs/{world.program_id}/catalog/items/bulk"
+    err = world.brand("POST", bulk, 422, json={"items": [], "remove_missing": 0})
+    assert (err["field"], err["message"]) == ("remove_missing",
+                                              "remove_missing: must be true or false")
+    err = world.partner("PUT", "/v1/event-notifications/action-lifecycle", 422,
+                        json={"url": "https://example.com/pb", "enabled": "no"})
+    assert err["field"] == "enabled"
+    zh = world.service.client.put(
+        "/v1/event-notifications/action-lifecycle", json={"url": "https://example.com/pb",
+                                                          "minimum_delay_seconds": True},
+        headers={"Authorization": f"Bearer {world.partner_key}", "Accept-Language": "zh"})
+    assert zh.json()["message"].endswith("必须是整数，不能是 true 或 false")

@@ -453,6 +453,8 @@ TEXTS = (
     N_("not an absolute http(s) URL"),
     # models
     N_("must not be negative"),
+    N_("must be a whole number, not true or false"),
+    N_("must be true or false"),
     N_("must be a date and time in ISO-8601 with a UTC offset, e.g. 2026-11-02T18:04:05+00:00 "
        "or ...Z"),
     N_("needs a UTC offset, e.g. 2026-11-02T18:04:05+00:00 or ...Z"),
