@@ -204,8 +204,8 @@ def _check_json(text: str, template: Template) -> None:
         return dict(items)
 
     def constant(name: str) -> object:
-        at = next(m.start() for m in re.finditer(re.escape(name), standing.text)
-                  if not json_in_string(standing.text, 0, m.start(), False))
+        at = next((m.start() for m in re.finditer(re.escape(name), standing.text)
+                   if not json_in_string(standing.text, 0, m.start(), False)), 0)
         raise _Refused(problem(text, standing.original(at),
                                f"{name} is not JSON; write a number or null"))
 
