@@ -16,7 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event, pool, text
 
-from postback.db.engine import normalize_url
+from postback.db.engine import normalize_url, use_wal
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: how long a start waits for another process's upgrade (or a writer) before giving up
@@ -77,7 +77,7 @@ def migration_engine(url: str) -> Engine:
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None  # no implicit BEGIN/COMMIT: _sqlite_begin's
     cursor = dbapi_connection.cursor()  # (the busy timeout is the connect argument's)
-    cursor.execute("PRAGMA journal_mode=WAL")  # persistent; the mode the service runs in
+    use_wal(cursor)  # persistent; the mode the service runs in
     # A batch migration rebuilds a table (copy, DROP, rename); with foreign keys enforced,
     # the DROP fails, or cascades into (or nulls) the rows that refer to the table. The
     # setting cannot change inside a transaction, so it is made here, before BEGIN.
