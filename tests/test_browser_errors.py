@@ -9,43 +9,19 @@ Screenshots land in the test's folder (``POSTBACK_SCREENSHOTS`` to keep them els
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser import LiveServer, chromium, shots_dir
-from tests.conftest import ADMIN, IN_CI, World, build_world
+from tests.browser import LiveServer, shots_dir
+from tests.conftest import ADMIN, World
 from tests.receiver import Receiver
+from tests.test_browser import browser, site  # noqa: F401 (fixtures)
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 expect = playwright_sync.expect
 SIGN_IN = {"en-US": ("API key", "Sign in"), "zh-CN": ("API 密钥", "登录")}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    path = chromium()
-    if path is None:
-        message = "Debian's chromium is not installed (apt-get install chromium)"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-    with playwright_sync.sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=path, headless=True)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def site(make_service: Any) -> Iterator[tuple[LiveServer, World]]:
-    service = make_service()
-    server = LiveServer(service.client.app)
-    try:
-        yield server, build_world(service)
-    finally:
-        server.stop()
 
 
 def signed_in(browser: Any, server: LiveServer, key: str, path: str,

@@ -17,7 +17,7 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 
 
 def test_the_preview_and_save_show_where_a_json_body_is_broken(
-        browser: Any, site: tuple[LiveServer, World], tmp_path: Path) -> None:  # noqa: F811
+        browser: Any, site: tuple[LiveServer, World], tmp_path: Path) -> None:
     server, world = site
     page = browser.new_context(viewport={"width": 1280, "height": 900},
                                locale="en-US").new_page()

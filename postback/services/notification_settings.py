@@ -475,10 +475,13 @@ def list_scoped(conn: Connection, partner_id: int, scope: str,
         query.order_by(notification_setting.c.id)).mappings()]
 
 
-def scoped_setting(conn: Connection, partner_id: int, scope: str, setting_id: int) -> Any:
+def scoped_setting(conn: Connection, partner_id: int, scope: str | None,
+                   setting_id: int) -> Any:
+    """The partner's event-level or brand-created setting (``scope`` None: either)."""
     row = conn.execute(select(notification_setting).where(
         notification_setting.c.id == setting_id, notification_setting.c.partner_id == partner_id,
-        notification_setting.c.scope == scope)).mappings().first()
+        notification_setting.c.scope == scope if scope is not None
+        else notification_setting.c.scope != "global")).mappings().first()
     if row is None:
         raise NotFound("event notification setting")
     return row

@@ -174,12 +174,7 @@ def test_scoped(setting_id: Id, request: Request, sent: Form) -> Response:
     config = request.app.state.settings
     try:
         with reader(request.app.state.db).begin() as conn:
-            row = conn.execute(select(notification_setting).where(
-                notification_setting.c.id == setting_id,
-                notification_setting.c.partner_id == p.account_id,
-                notification_setting.c.scope != "global")).mappings().first()
-            if row is None:
-                raise NotFound("event notification setting")
+            row = ns.scoped_setting(conn, p.account_id, None, setting_id)
             setting, compiled, sample, event_id = test_tool.prepare(
                 conn, p.account_id, LIFECYCLE, SettingTestIn(), config.sealer, row)
     except NotFound:
@@ -198,13 +193,11 @@ def test_scoped(setting_id: Id, request: Request, sent: Form) -> Response:
 def test_scoped_result(setting_id: Id, request: Request) -> Response:
     """A scoped postback's last test, shown once; afterwards, the button to test again."""
     p = page(request, "partner")
-    with reader(request.app.state.db).begin() as conn:
-        row = conn.execute(select(notification_setting).where(
-            notification_setting.c.id == setting_id,
-            notification_setting.c.partner_id == p.account_id,
-            notification_setting.c.scope != "global")).mappings().first()
-    if row is None:
-        raise Forbidden(p.gettext("There is no such postback."), 404)
+    try:
+        with reader(request.app.state.db).begin() as conn:
+            row = ns.scoped_setting(conn, p.account_id, None, setting_id)
+    except NotFound:
+        raise Forbidden(p.gettext("There is no such postback."), 404) from None
     return p.render("partner/test_result.html", result=p.flash.get("result"),
                     setting=ns.setting_out(row))
 
