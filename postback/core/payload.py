@@ -27,6 +27,7 @@ class ActionContext:
     delta_amount: int
     delta_payout: int
     event_id: str
+    change_id: str = ""
 
 
 def _text(key: str, row: str = "action") -> Callable[[Any], str]:
@@ -109,6 +110,7 @@ GETTERS: dict[str, Callable[[ActionContext], Value]] = {
     "CustomerCountry": _text("customer_country"),
     "Items": lambda c: items_value(c.action.get("items") or []),
     "EventId": lambda c: c.event_id,
+    "ChangeId": lambda c: c.change_id,
     "Trigger": lambda c: c.trigger,
     "Sequence": _text("sequence"),
 }
@@ -135,6 +137,7 @@ class InquiryContext:
     partner_name: str
     trigger: str
     event_id: str
+    change_id: str = ""
 
 
 def _iq_text(key: str) -> Callable[[Any], str]:
@@ -175,6 +178,7 @@ INQUIRY_GETTERS: dict[str, Callable[[InquiryContext], Value]] = {
     "ResolutionDate": _iq_date("resolution_date"),
     "ActionId": _iq_text("action_id"),
     "EventId": lambda c: c.event_id,
+    "ChangeId": lambda c: c.change_id,
     "Trigger": lambda c: c.trigger,
     "Sequence": _iq_text("sequence"),
 }
@@ -209,6 +213,7 @@ class CatalogContext:
     change_type: str
     changed_fields: tuple[str, ...]
     event_id: str
+    change_id: str = ""
 
 
 def changed_fields(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> tuple[str, ...]:
@@ -238,6 +243,7 @@ def catalog_values(context: CatalogContext,
         "CatalogItemId": context.item_id, "CampaignId": str(context.program_id),
         "CampaignName": context.program_name, "DiscountPercentage": _discount(context.data),
         "ChangeType": context.change_type, "ChangedFields": ",".join(context.changed_fields),
-        "EventId": context.event_id, "Trigger": context.change_type,
+        "EventId": context.event_id, "ChangeId": context.change_id,
+        "Trigger": context.change_type,
     })
     return values if names is None else {n: values[n] for n in names}

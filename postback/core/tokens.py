@@ -84,6 +84,8 @@ ACTION_TOKENS: tuple[Token, ...] = (
     ),
     _t("EventId", T, "Unique per notification: the receiver's idempotency key (ours)",
        "0193a5b2-7c1e-7d4a-9f10-3b2c8e1d4a55"),
+    _t("ChangeId", T, "Unique per change: the same in every postback of one change and in "
+       "the updates feed (ours)", "0193a5b2-7c1d-7b20-8c41-5e6f7a8b9c0d"),
     _t("Trigger", T, "Why this postback was sent: TRACKED, MODIFIED or REVERSED (ours)",
        "TRACKED"),
     _t("Sequence", N, "Per-action counter: drop an update older than one you have (ours)", "1"),
@@ -121,6 +123,8 @@ INQUIRY_TOKENS: tuple[Token, ...] = (
     _t("ActionId", T, "The action a VALID resolution created", "1043"),
     _t("EventId", T, "Unique per notification: the receiver's idempotency key (ours)",
        "0193a5b2-7c1e-7d4a-9f10-3b2c8e1d4a56"),
+    _t("ChangeId", T, "Unique per change: the same in every postback of one change and in "
+       "the updates feed (ours)", "0193a5b2-7c1d-7b20-8c41-5e6f7a8b9c0d"),
     _t("Trigger", T, "INQUIRY_CREATED or INQUIRY_RESOLVED (ours)", "INQUIRY_RESOLVED"),
     _t("Sequence", N, "Per-inquiry counter (ours)", "2"),
 )
@@ -156,5 +160,7 @@ CATALOG_TOKENS: tuple[Token, ...] = (
        "CurrentPrice,StockAvailability"),
     _t("EventId", T, "Unique per notification: the receiver's idempotency key (ours)",
        "0193a5b2-7c1e-7d4a-9f10-3b2c8e1d4a57"),
+    _t("ChangeId", T, "Unique per change: the same in every postback of one change and in "
+       "the updates feed (ours)", "0193a5b2-7c1d-7b20-8c41-5e6f7a8b9c0d"),
     _t("Trigger", T, "The same as ChangeType (ours)", "UPDATED"),
 )

@@ -300,6 +300,8 @@ catalog_item = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     UniqueConstraint("program_id", "item_id"),
+    # the partners' catalog read: ?updated_since=, paged by (updated_at, id) (0009)
+    Index("ix_catalog_item_updated", "program_id", "updated_at", "id"),
 )
 
 delivery = Table(
@@ -329,6 +331,8 @@ delivery = Table(
     Column("last_error", String(40)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("completed_at", UTCDateTime),
+    # the ledger change it tells of (change_log.change_id: {ChangeId}); NULL before 0009
+    Column("change_id", String(36)),
     Index("ix_delivery_due", "status", "next_attempt_at"),
     Index("ix_delivery_partner", "partner_id", "id"),
     # held rows only (a partial index costs the hot path nothing): resume, count, discard
@@ -354,6 +358,34 @@ delivery_attempt = Table(
     Column("error_message", Text),
     Column("outcome", String(20), nullable=False),
     Column("worker", String(40)),
+)
+
+
+#: Every ledger change once (an action's TRACKED … CLEARED, an inquiry's, a catalog
+#: item's), with the token values of that change: the updates feeds and data feeds read it,
+#: and each postback of the change carries its ``change_id`` as ``{ChangeId}``.
+#: The feeds' cursor is ``(txid, id)``. SQLite's writers never overlap, so ``id`` is commit
+#: order and ``txid`` is 0. On PostgreSQL ``txid`` is the writing transaction's id, and a
+#: reader takes only rows whose ``txid`` is below its snapshot's ``xmin`` (every transaction
+#: that could still add a row below the cursor has ended): no change skipped, none repeated.
+change_log = Table(
+    "change_log", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("txid", BigInteger, nullable=False, server_default="0"),
+    Column("kind", String(10), nullable=False),  # action | inquiry | catalog
+    Column("change_id", String(36), nullable=False, unique=True),
+    Column("brand_id", Integer, ForeignKey("brand.id"), nullable=False),
+    Column("program_id", Integer, ForeignKey("program.id"), nullable=False),
+    Column("partner_id", Integer, ForeignKey("partner.id")),  # NULL for catalog changes
+    Column("subject", String(255), nullable=False),  # action id, inquiry id, catalog item ID
+    Column("trigger", String(20), nullable=False),
+    Column("sequence", Integer),
+    Column("values", JSON, nullable=False),  # {Token: value}, as the change's postbacks
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_change_log_partner", "kind", "partner_id", "txid", "id"),
+    Index("ix_change_log_brand", "kind", "brand_id", "txid", "id"),
+    Index("ix_change_log_program", "kind", "program_id", "txid", "id"),
+    sqlite_autoincrement=True,
 )
 
 

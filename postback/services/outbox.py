@@ -35,6 +35,7 @@ from postback.db.schema import (
     program,
 )
 from postback.db.wakeup import notify_due
+from postback.services.change_log import record_changes
 from postback.services.ids import uuid7
 from postback.services.notification_settings import Compiled, compile_setting
 
@@ -67,7 +68,8 @@ def _matches(setting: Mapping[str, Any], route: Route, act: Mapping[str, Any]) -
 
 def delivery_row(setting: Mapping[str, Any], compiled: Compiled, values: Mapping[str, Value],
                  *, event_id: str, trigger: str, now: datetime, action_id: int | None = None,
-                 inquiry_id: int | None = None, item_id: str | None = None) -> dict[str, Any]:
+                 inquiry_id: int | None = None, item_id: str | None = None,
+                 change_id: str | None = None) -> dict[str, Any]:
     """The delivery for one notification: the exact request, due after the setting's
     Minimum Delay."""
     is_post = setting["method"] == "POST"
@@ -90,7 +92,18 @@ def delivery_row(setting: Mapping[str, Any], compiled: Compiled, values: Mapping
         "failures": 0,
         "next_attempt_at": now + timedelta(seconds=setting["minimum_delay_seconds"]),
         "created_at": now,
+        "change_id": change_id,
     }
+
+
+#: an action change's name in the change log: a hand approval locks the action, and is
+#: told as LOCKED, as its postback is
+_LOGGED_AS = {Trigger.APPROVED: "LOCKED"}
+
+
+def _logged(values: Mapping[str, Value]) -> dict[str, Value]:
+    """A change's token values as the change log keeps them: no per-postback EventId."""
+    return {name: value for name, value in values.items() if name != "EventId"}
 
 
 def active_settings(conn: Connection, partner_ids: Iterable[int],
@@ -122,44 +135,53 @@ def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> int:
 
 
 def enqueue_action_events(conn: Connection, events: list[ActionEvent], now: datetime) -> int:
-    """Write the deliveries for ``events``; returns how many were written."""
-    routed = [(e, routes(e.trigger)) for e in events]
-    routed = [(e, r) for e, r in routed if r]
-    if not routed:
+    """Record ``events`` in the change log and write their deliveries; returns how many
+    deliveries were written."""
+    if not events:
         return 0
-    settings = active_settings(conn, {e.action["partner_id"] for e, _ in routed},
-                               {route.type for _, rs in routed for route in rs})
-    routed = [(e, r) for e, r in routed if e.action["partner_id"] in settings]
-    if not routed:
-        return 0
-    programs = _names(conn, program, {e.action["program_id"] for e, _ in routed}, "name")
-    types = _names(conn, event_type, {e.action["event_type_id"] for e, _ in routed},
+    programs = _names(conn, program, {e.action["program_id"] for e in events}, "name")
+    types = _names(conn, event_type, {e.action["event_type_id"] for e in events},
                    "name", "action_type")
-    partners = _names(conn, partner, {e.action["partner_id"] for e, _ in routed}, "name")
+    partners = _names(conn, partner, {e.action["partner_id"] for e in events}, "name")
+    routed = [(e, routes(e.trigger)) for e in events]
+    wanted = {route.type for _, rs in routed for route in rs}
+    settings = active_settings(conn, {e.action["partner_id"] for e, rs in routed if rs},
+                               wanted) if wanted else {}
 
+    changes: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     for event, event_routes in routed:
         act = event.action
+        etype = types[act["event_type_id"]]
+        change_id = uuid7()
+
+        def context(trigger: str, event_id: str, event: ActionEvent = event,
+                    etype: Any = etype, change_id: str = change_id) -> ActionContext:
+            act = event.action
+            return ActionContext(
+                act, program_name=programs[act["program_id"]].name,
+                event_type_name=etype.name, action_type=etype.action_type,
+                partner_name=partners[act["partner_id"]].name, trigger=trigger,
+                delta_amount=event.delta_amount, delta_payout=event.delta_payout,
+                event_id=event_id, change_id=change_id)
+
+        logged_as = _LOGGED_AS.get(event.trigger, str(event.trigger))
+        changes.append({
+            "kind": "action", "change_id": change_id, "brand_id": act["brand_id"],
+            "program_id": act["program_id"], "partner_id": act["partner_id"],
+            "subject": str(act["id"]), "trigger": logged_as, "sequence": act["sequence"],
+            "values": _logged(action_values(context(logged_as, ""))), "created_at": now})
         for route in event_routes:
-            for setting in settings[act["partner_id"]]:
+            for setting in settings.get(act["partner_id"], ()):
                 if setting["type"] != route.type or not _matches(setting, route, act):
                     continue
                 compiled = _compiled(setting)
                 event_id = uuid7()
-                etype = types[act["event_type_id"]]
-                values = action_values(ActionContext(
-                    act,
-                    program_name=programs[act["program_id"]].name,
-                    event_type_name=etype.name,
-                    action_type=etype.action_type,
-                    partner_name=partners[act["partner_id"]].name,
-                    trigger=route.trigger,
-                    delta_amount=event.delta_amount,
-                    delta_payout=event.delta_payout,
-                    event_id=event_id,
-                ), compiled.tokens)
+                values = action_values(context(route.trigger, event_id), compiled.tokens)
                 rows.append(delivery_row(setting, compiled, values, event_id=event_id,
-                                         trigger=route.trigger, now=now, action_id=act["id"]))
+                                         trigger=route.trigger, now=now, action_id=act["id"],
+                                         change_id=change_id))
+    record_changes(conn, changes)
     return insert_deliveries(conn, rows)
 
 
@@ -170,23 +192,37 @@ def _compiled(setting: Mapping[str, Any]) -> Compiled:
 
 def enqueue_inquiry_events(conn: Connection, events: list[tuple[Mapping[str, Any], str]],
                            now: datetime) -> int:
-    """Deliveries for inquiry changes: ``(inquiry row, trigger)`` pairs."""
-    settings = active_settings(conn, {i["partner_id"] for i, _ in events}, {INQUIRY})
-    events = [(i, t) for i, t in events if i["partner_id"] in settings]
+    """Change-log rows and deliveries for inquiry changes: ``(inquiry row, trigger)``
+    pairs."""
     if not events:
         return 0
+    settings = active_settings(conn, {i["partner_id"] for i, _ in events}, {INQUIRY})
     programs = _names(conn, program, {i["program_id"] for i, _ in events}, "name")
     partners = _names(conn, partner, {i["partner_id"] for i, _ in events}, "name")
+    changes: list[dict[str, Any]] = []
     rows = []
     for inq, trigger in events:
-        for setting in settings[inq["partner_id"]]:
+        change_id = uuid7()
+
+        def context(event_id: str, inq: Mapping[str, Any] = inq, trigger: str = trigger,
+                    change_id: str = change_id) -> InquiryContext:
+            return InquiryContext(inq, programs[inq["program_id"]].name,
+                                  partners[inq["partner_id"]].name, trigger, event_id,
+                                  change_id)
+
+        changes.append({
+            "kind": "inquiry", "change_id": change_id, "brand_id": inq["brand_id"],
+            "program_id": inq["program_id"], "partner_id": inq["partner_id"],
+            "subject": str(inq["id"]), "trigger": trigger, "sequence": inq["sequence"],
+            "values": _logged(inquiry_values(context(""))), "created_at": now})
+        for setting in settings.get(inq["partner_id"], ()):
             compiled = _compiled(setting)
             event_id = uuid7()
-            values = inquiry_values(InquiryContext(
-                inq, programs[inq["program_id"]].name, partners[inq["partner_id"]].name,
-                trigger, event_id), compiled.tokens)
+            values = inquiry_values(context(event_id), compiled.tokens)
             rows.append(delivery_row(setting, compiled, values, event_id=event_id,
-                                     trigger=trigger, now=now, inquiry_id=inq["id"]))
+                                     trigger=trigger, now=now, inquiry_id=inq["id"],
+                                     change_id=change_id))
+    record_changes(conn, changes)
     return insert_deliveries(conn, rows)
 
 
@@ -200,26 +236,37 @@ class CatalogChange:
 
 def enqueue_catalog_events(conn: Connection, program_id: int, changes: list[CatalogChange],
                            now: datetime) -> int:
-    """Deliveries for catalog changes, to every partner contracted on the program."""
+    """Change-log rows for catalog changes, and their deliveries to every partner
+    contracted on the program."""
     if not changes:
         return 0
+    prog = conn.execute(select(program.c.name, program.c.brand_id)
+                        .where(program.c.id == program_id)).one()
+    change_ids = [uuid7() for _ in changes]
+
+    def values_of(change: CatalogChange, event_id: str, change_id: str,
+                  names: Iterable[str] | None = None) -> dict[str, Value]:
+        return catalog_values(CatalogContext(
+            change.item_id, change.data, program_id, prog.name, change.change_type,
+            change.changed_fields, event_id, change_id), names)
+
+    record_changes(conn, [{
+        "kind": "catalog", "change_id": change_id, "brand_id": prog.brand_id,
+        "program_id": program_id, "partner_id": None, "subject": change.item_id,
+        "trigger": change.change_type, "sequence": None,
+        "values": _logged(values_of(change, "", change_id)), "created_at": now,
+    } for change, change_id in zip(changes, change_ids, strict=True)])
     partner_ids = set(conn.execute(select(contract.c.partner_id).where(
         contract.c.program_id == program_id)).scalars())
     settings = active_settings(conn, partner_ids, {PRODUCT})
-    if not settings:
-        return 0
-    program_name = conn.execute(select(program.c.name)
-                                .where(program.c.id == program_id)).scalar_one()
     rows = []
     for partner_settings in settings.values():
         for setting in partner_settings:
             compiled = _compiled(setting)
-            for change in changes:
+            for change, change_id in zip(changes, change_ids, strict=True):
                 event_id = uuid7()
-                values = catalog_values(CatalogContext(
-                    change.item_id, change.data, program_id, program_name, change.change_type,
-                    change.changed_fields, event_id), compiled.tokens)
-                rows.append(delivery_row(setting, compiled, values, event_id=event_id,
-                                         trigger=change.change_type, now=now,
-                                         item_id=change.item_id))
+                rows.append(delivery_row(
+                    setting, compiled, values_of(change, event_id, change_id, compiled.tokens),
+                    event_id=event_id, trigger=change.change_type, now=now,
+                    item_id=change.item_id, change_id=change_id))
     return insert_deliveries(conn, rows)

@@ -59,7 +59,7 @@ def _action_values(conn: Connection, partner_id: int, action_id: int,
         partner_name=conn.execute(select(partner.c.name)
                                   .where(partner.c.id == act.partner_id)).scalar_one(),
         trigger="TRACKED", delta_amount=act.amount, delta_payout=act.payout,
-        event_id=event_id))
+        event_id=event_id, change_id=uuid7()))
 
 
 def _inquiry_values(conn: Connection, partner_id: int, inquiry_id: int,
@@ -73,7 +73,7 @@ def _inquiry_values(conn: Connection, partner_id: int, inquiry_id: int,
         dict(row._mapping),
         conn.execute(select(program.c.name).where(program.c.id == row.program_id)).scalar_one(),
         conn.execute(select(partner.c.name).where(partner.c.id == partner_id)).scalar_one(),
-        trigger, event_id))
+        trigger, event_id, uuid7()))
 
 
 def _test_signing(secret: str | None) -> dict[str, Any]:

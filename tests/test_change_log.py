@@ -1,0 +1,81 @@
+"""The change log: every ledger change recorded once with its values, whether or not a
+partner takes postbacks, and each postback of a change carrying that change's {ChangeId}."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import select
+
+from postback.db.schema import change_log, delivery
+from postback.services.change_log import decode_cursor, encode_cursor, read_changes
+from tests.conftest import World
+from tests.receiver import Receiver
+from tests.test_settings_options import lifecycle_run
+
+
+def _log(world: World) -> list[tuple[str, str, str, int | None]]:
+    with world.service.db.connect() as conn:
+        return [(r.kind, r.subject, r.trigger, r.sequence) for r in conn.execute(
+            select(change_log).order_by(change_log.c.txid, change_log.c.id))]
+
+
+def test_every_change_is_logged_without_any_setting(world: World) -> None:
+    a = world.report(event_date="2026-11-02T18:04:05+00:00", payout="12.00")
+    world.brand("PATCH", f"/v1/actions/{a['id']}", 200,
+                json={"amount": "80.00", "payout": "9.00", "reason": "ITEM_RETURNED"})
+    b = world.report()
+    world.brand("POST", f"/v1/actions/{b['id']}/approve", 200)
+    lifecycle_run(world, "2027-01-31T00:00:00Z")  # both lock, then clear 20 days later
+    log = _log(world)
+    assert log[:4] == [
+        ("action", str(a["id"]), "TRACKED", 1), ("action", str(a["id"]), "MODIFIED", 2),
+        ("action", str(b["id"]), "TRACKED", 1), ("action", str(b["id"]), "LOCKED", 2)]
+    assert sorted(log[4:]) == sorted([
+        ("action", str(a["id"]), "LOCKED", 3), ("action", str(a["id"]), "CLEARED", 4),
+        ("action", str(b["id"]), "CLEARED", 3)])
+    assert log.index(("action", str(a["id"]), "LOCKED", 3)) < log.index(
+        ("action", str(a["id"]), "CLEARED", 4))
+    with world.service.db.connect() as conn:
+        rows, cursor = read_changes(conn, "action", partner_id=world.partner_id, limit=2)
+        modified = rows[1].values
+        assert modified["Trigger"] == "MODIFIED" and modified["Payout"] == "9.00"
+        assert modified["DeltaPayout"] == "-3.00" and modified["ChangeId"] == rows[1].change_id
+        assert "EventId" not in modified
+        rest, end = read_changes(conn, "action", partner_id=world.partner_id,
+                                 after=decode_cursor(encode_cursor(cursor)))
+        assert [(r.kind, r.subject, r.trigger, r.sequence) for r in rest] == log[2:]
+        assert read_changes(conn, "action", partner_id=world.partner_id, after=end) == ([], end)
+        assert read_changes(conn, "action", partner_id=world.partner_id + 1)[0] == []
+
+
+def test_the_postbacks_of_one_change_share_its_change_id(world: World,
+                                                         receiver: Receiver) -> None:
+    world.subscribe(f"{receiver.url}/life?t={{Trigger}}&c={{ChangeId}}&e={{EventId}}",
+                    extra_triggers=["PAID"])
+    world.partner("PUT", "/v1/event-notifications/action-clearing", 200, json={
+        "url": f"{receiver.url}/clear?t={{Trigger}}&c={{ChangeId}}&e={{EventId}}"})
+    world.report(event_date="2026-11-02T18:04:05+00:00")
+    lifecycle_run(world, "2026-12-31T00:00:00Z")
+    receiver.wait_for(3)
+    time.sleep(0.3)
+    got = {r.query["t"]: r.query for r in receiver.requests}
+    assert sorted(got) == ["CLEARED", "PAID", "TRACKED"]
+    assert got["CLEARED"]["c"] == got["PAID"]["c"] != got["TRACKED"]["c"]
+    assert got["CLEARED"]["e"] != got["PAID"]["e"]  # one change, two notifications
+    with world.service.db.connect() as conn:
+        logged = {r.trigger: r.change_id for r in conn.execute(select(change_log))}
+        sent = {r.trigger: r.change_id for r in conn.execute(select(delivery))}
+    assert logged == {"TRACKED": got["TRACKED"]["c"], "CLEARED": got["CLEARED"]["c"]}
+    assert sent == {"TRACKED": logged["TRACKED"], "CLEARED": logged["CLEARED"],
+                    "PAID": logged["CLEARED"]}
+
+
+def test_a_malformed_cursor_is_refused_in_words() -> None:
+    for raw in ("", "abc", "1.", "-1.2", "1.2.3", "99999999999999999999.1"):
+        try:
+            decode_cursor(raw)
+        except ValueError as exc:
+            assert "next_cursor" in str(exc)
+        else:
+            raise AssertionError(raw)
