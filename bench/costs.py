@@ -87,7 +87,7 @@ def measure(url: str) -> dict[str, float]:
         results = [queue.Result(
             job=j, started_at=now, request_headers={"User-Agent": "postback", "webhook-id":
                                                     j.event_id},
-            status_code=200, response_headers={"Content-Length": "2"}, response_body="OK",
+            status_code=200, response_headers={"Content-Length": "2"}, response_body=b"OK",
             latency_ms=0.4, error_class=None, error_message=None, outcome="success",
             next_attempt_at=None) for j in jobs]
         t = time.perf_counter()
