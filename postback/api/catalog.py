@@ -1,4 +1,5 @@
-"""Brand routes: a program's product catalog."""
+"""A program's product catalog: its brand writes it; the brand and the partners
+contracted on the program read it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 
-from postback.api.deps import Brand, IdPath, read, wake, write
+from postback.api.deps import Brand, BrandOrPartner, IdPath, read, wake, write
 from postback.api.schemas.base import BODY, refusals
 from postback.api.schemas.catalog import (
     CatalogBulkOut,
@@ -15,13 +16,14 @@ from postback.api.schemas.catalog import (
     CatalogItemPage,
     CatalogPutOut,
 )
-from postback.models import CatalogBulkIn, CatalogItemIn
+from postback.models import AwareDatetime, CatalogBulkIn, CatalogItemIn
 from postback.services import catalog
+from postback.services.errors import Invalid
 
 router = APIRouter(prefix="/v1/programs/{program_id}/catalog/items", tags=["catalog"])
 
 
-def _id(who: Brand) -> int:
+def _id(who: Brand | BrandOrPartner) -> int:
     assert who.account_id is not None
     return who.account_id
 
@@ -56,14 +58,33 @@ def remove(program_id: IdPath, item_id: str, request: Request, who: Brand) -> Re
 
 @router.get("", response_model=CatalogItemPage,
             responses=refusals(401, 403, 404, 422))
-def list_items(program_id: IdPath, request: Request, who: Brand, cursor: str | None = None,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> dict[str, Any]:
+def list_items(
+    program_id: IdPath, request: Request, who: BrandOrPartner,
+    after: Annotated[str | None, Query(
+        description="a page's `next_cursor`; leave it out for the first page")] = None,
+    updated_since: Annotated[AwareDatetime | None, Query(
+        description="only the items added or updated at or after this time (ISO 8601 "
+        "with an offset), oldest change first")] = None,
+    cursor: Annotated[str | None, Query(
+        description="the former name of `after` (still read)", deprecated=True)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """A program's items, for the brand that owns it and the partners contracted on it: a
+    full copy, a page at a time. Keep `changes_cursor` of the first page and read
+    `.../catalog/changes?after=` from it afterwards to keep the copy current."""
+    if after is not None and cursor is not None and after != cursor:
+        raise Invalid("after", "send the page's next_cursor as after only (cursor is its "
+                      "former name)")
     with read(request) as conn:
-        return catalog.list_items(conn, _id(who), program_id, cursor, limit)
+        return catalog.read_items(conn, who.role, _id(who), program_id,
+                                  after=after if after is not None else cursor,
+                                  updated_since=updated_since, limit=limit)
 
 
 @router.get("/{item_id}", response_model=CatalogItemOut,
             responses=refusals(401, 403, 404, 422))
-def get(program_id: IdPath, item_id: str, request: Request, who: Brand) -> dict[str, Any]:
+def get(program_id: IdPath, item_id: str, request: Request,
+        who: BrandOrPartner) -> dict[str, Any]:
+    """One item, for the program's brand and the partners contracted on it."""
     with read(request) as conn:
-        return catalog.get_item(conn, _id(who), program_id, item_id)
+        return catalog.get_item(conn, _id(who), program_id, item_id, role=who.role)

@@ -3,17 +3,29 @@ the same data) notifies the partners contracted on the program."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    literal_column,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from postback.core.lifecycle import RuleViolation
 from postback.core.payload import MONEY_FIELDS, changed_fields
 from postback.core.values import format_date, format_money
-from postback.db.schema import catalog_item, program
+from postback.db.schema import catalog_item, change_log, contract, program
 from postback.models import CatalogBulkIn, CatalogItemIn
+from postback.services.change_log import START, Cursor, encode_cursor
 from postback.services.errors import Invalid, NotFound
 from postback.services.integrity import unique_violation
 from postback.services.outbox import CatalogChange, enqueue_catalog_events
@@ -136,22 +148,99 @@ def _apply_once(conn: Connection, program_id: int, items: dict[str, dict[str, An
             "unchanged": len(items) - len(added) - len(updated)}
 
 
-def list_items(conn: Connection, brand_id: int, program_id: int, cursor: str | None,
-               limit: int) -> dict[str, Any]:
-    _own_program(conn, brand_id, program_id)
-    query = (select(catalog_item).where(catalog_item.c.program_id == program_id)
-             .order_by(catalog_item.c.item_id).limit(limit + 1))
-    if cursor is not None:
-        query = query.where(catalog_item.c.item_id > cursor)
-    rows = conn.execute(query).all()
+def readable_program(conn: Connection, role: str, account_id: int, program_id: int) -> None:
+    """404 unless the caller may read this program's catalog: the brand that owns it, or a
+    partner contracted on it; anyone else is told exactly what a missing program is."""
+    if role == "brand":
+        _own_program(conn, account_id, program_id)
+        return
+    if conn.execute(select(contract.c.id).where(
+            contract.c.program_id == program_id,
+            contract.c.partner_id == account_id).limit(1)).first() is None:
+        raise NotFound("program")
+
+
+#: an ``updated_since`` read's cursor: the last item's ``updated_at`` (microseconds since
+#: 1970, UTC) and row id
+_UPDATED_CURSOR = re.compile(r"u([0-9]{1,17})\.([0-9]{1,10})")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BAD_ITEMS_CURSOR = ("is not a cursor this read gave out: send back next_cursor exactly as "
+                    "you received it, with the same updated_since, or leave after out to "
+                    "start from the first item")
+
+
+def _updated_cursor(raw: str) -> tuple[datetime, int]:
+    found = _UPDATED_CURSOR.fullmatch(raw)
+    if found is None or int(found[2]) > 2**31 - 1:
+        raise Invalid("after", BAD_ITEMS_CURSOR)
+    try:
+        at = _EPOCH + timedelta(microseconds=int(found[1]))
+    except OverflowError:
+        raise Invalid("after", BAD_ITEMS_CURSOR) from None
+    return at, int(found[2])
+
+
+def read_items(conn: Connection, role: str, account_id: int, program_id: int, *,
+               after: str | None, updated_since: datetime | None, limit: int
+               ) -> dict[str, Any]:
+    """One page of a program's catalog for its brand or a contracted partner.
+
+    Without ``updated_since``: every item by ``item_id`` (``next_cursor`` is the page's last
+    ``item_id``). With it: the items updated at or after it, oldest change first, by
+    ``(updated_at, id)``. ``changes_cursor`` is where the catalog's changes feed reads on
+    from: every change committed after this read comes after it."""
+    readable_program(conn, role, account_id, program_id)
+    query = select(catalog_item).where(catalog_item.c.program_id == program_id)
+    if updated_since is None:
+        query = query.order_by(catalog_item.c.item_id)
+        if after:
+            query = query.where(catalog_item.c.item_id > after)
+    else:
+        query = query.where(catalog_item.c.updated_at >= updated_since).order_by(
+            catalog_item.c.updated_at, catalog_item.c.id)
+        if after:
+            at, row_id = _updated_cursor(after)
+            query = query.where(or_(catalog_item.c.updated_at > at,
+                                    and_(catalog_item.c.updated_at == at,
+                                         catalog_item.c.id > row_id)))
+    rows = conn.execute(query.limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
+    next_cursor = None
+    if more and rows:
+        last = rows[-1]
+        next_cursor = (last.item_id if updated_since is None else
+                       f"u{(last.updated_at - _EPOCH) // timedelta(microseconds=1)}.{last.id}")
     return {"items": [item_out(r.item_id, r.data, r.updated_at) for r in rows],
-            "next_cursor": rows[-1].item_id if more and rows else None}
+            "next_cursor": next_cursor, "changes_cursor": head_cursor(conn, program_id)}
 
 
-def get_item(conn: Connection, brand_id: int, program_id: int, item_id: str) -> dict[str, Any]:
-    _own_program(conn, brand_id, program_id)
+def head_cursor(conn: Connection, program_id: int) -> str:
+    """The cursor of the latest catalog change of a program a changes read would return now
+    (the start when there is none): reading the changes feed on from it misses no change
+    committed after this transaction's reads (one it already saw may come again)."""
+    query = select(change_log.c.txid, change_log.c.id).where(
+        change_log.c.kind == "catalog", change_log.c.program_id == program_id)
+    if conn.dialect.name == "postgresql":
+        query = query.where(change_log.c.txid < literal_column(
+            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+    row = conn.execute(query.order_by(change_log.c.txid.desc(), change_log.c.id.desc())
+                       .limit(1)).first()
+    return encode_cursor(Cursor(row.txid, row.id) if row else START)
+
+
+def list_items(conn: Connection, brand_id: int, program_id: int, cursor: str | None,
+               limit: int) -> dict[str, Any]:
+    """A brand's page of its program's items by ``item_id`` (``read_items``)."""
+    return read_items(conn, "brand", brand_id, program_id, after=cursor, updated_since=None,
+                      limit=limit)
+
+
+def get_item(conn: Connection, account_id: int, program_id: int, item_id: str,
+             role: str = "brand") -> dict[str, Any]:
+    """One item, for the program's brand or (``role="partner"``) a partner contracted on
+    it."""
+    readable_program(conn, role, account_id, program_id)
     row = conn.execute(select(catalog_item).where(
         catalog_item.c.program_id == program_id, catalog_item.c.item_id == item_id)).first()
     if row is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import MISSING
+from pydantic import MISSING, Field
 
 from postback.api.schemas.base import Money, Out, Paged, Timestamp
 
@@ -54,4 +54,10 @@ class CatalogBulkOut(Out):
 
 
 class CatalogItemPage(Paged[CatalogItemOut]):
-    """Items by ``item_id``: ``next_cursor`` is the last ``item_id`` of the page."""
+    """Items by ``item_id`` (with ``updated_since``: by when they changed, oldest first):
+    pass ``next_cursor`` as ``after`` for the next page (null on the last page)."""
+
+    changes_cursor: str = Field(description="where the catalog's changes feed "
+                                "(`.../catalog/changes?after=`) reads on from: every change "
+                                "committed after this read comes after it (keep the first "
+                                "page's)")
