@@ -21,6 +21,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -215,6 +216,37 @@ async def _lifecycle_loop(db: DbEngine, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
+#: how often the scheduler looks for due data feed runs
+FEEDS_INTERVAL = 5.0
+
+
+async def _feeds_loop(db: DbEngine, settings: Settings, interval: float = FEEDS_INTERVAL
+                      ) -> None:
+    """Data feeds: make due runs, work them (in a thread: a file of a million rows takes a
+    while, and the loop keeps heartbeating meanwhile), delete expired files."""
+    from postback.services.feed_runs import run_feeds
+
+    if settings.secret_key is None and Path("postback.key").exists():
+        settings = with_secret_key(settings, create=False)
+    if settings.secret_key is None:
+        log.warning("data feeds are not run by this scheduler: it has no POSTBACK_SECRET_KEY "
+                    "(their secrets and download links need it)")
+        return
+    stop = threading.Event()
+    try:
+        while True:
+            try:
+                done = await asyncio.to_thread(run_feeds, db, settings, stop=stop)
+                if any(done.values()):
+                    log.info("feeds: %(scheduled)d runs made, %(worked)d worked, "
+                             "%(files_deleted)d expired files deleted", done)
+            except Exception:
+                log.exception("feeds run failed")
+            await asyncio.sleep(interval)
+    finally:  # cancelled: the thread hands its run back at its next step
+        stop.set()
+
+
 async def _heartbeat_loop(db: DbEngine, name: str, seconds: float) -> None:
     from postback.services.scheduler import heartbeat
 
@@ -240,7 +272,8 @@ async def schedule(settings: Settings) -> None:
             loop.add_signal_handler(sig, stop.set)
     await asyncio.to_thread(heartbeat, db, name, settings.heartbeat_seconds)
     tasks = [asyncio.create_task(_heartbeat_loop(db, name, settings.heartbeat_seconds)),
-             asyncio.create_task(_lifecycle_loop(db, settings.lifecycle_interval))]
+             asyncio.create_task(_lifecycle_loop(db, settings.lifecycle_interval)),
+             asyncio.create_task(_feeds_loop(db, settings))]
     log.info("scheduler %s started", name)
     try:
         await stop.wait()
