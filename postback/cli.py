@@ -62,6 +62,21 @@ def _parser() -> argparse.ArgumentParser:
     rec.add_argument("--type", default=None, choices=["action-lifecycle", "action-clearing",
                                                       "action-inquiry", "product-data-change"])
     rec.add_argument("--partner", type=int, default=None, help="only this partner's")
+    rep = dl_sub.add_parser("replay", help="send one partner's notifications of a window "
+                                           "again, succeeded ones too, with their event ids")
+    rep.add_argument("--partner", type=_count, required=True, help="the partner's id")
+    rep.add_argument("--since", type=_timestamp, required=True, help="ISO-8601 timestamp")
+    rep.add_argument("--until", type=_timestamp, default=None, help="ISO-8601 timestamp")
+    rep.add_argument("--type", default=None, choices=["action-lifecycle", "action-clearing",
+                                                      "action-inquiry", "product-data-change"])
+    rep.add_argument("--url", default=None,
+                     help="a one-off URL instead of each setting's own (checked as a "
+                          "setting's URL is)")
+    fd = sub.add_parser("feeds", help="scheduled data feeds")
+    fd_sub = fd.add_subparsers(dest="feeds_command", required=True)
+    fd_sub.add_parser("run-due", help="make the runs that are due, work them, and delete "
+                                      "expired files, once (for cron; the scheduler does it "
+                                      "every few seconds)")
     sub.add_parser("tokens", help="print the token reference (Markdown)")
     sub.add_parser("secret-key", help="print a new key for POSTBACK_SECRET_KEY")
     listen = sub.add_parser("listen", help="a tiny receiver that prints postbacks")
@@ -84,6 +99,62 @@ def _recover(db: Any, args: argparse.Namespace) -> None:
         count = recover_failed(db, datetime.now(UTC), since=args.since, until=args.until,
                                type=args.type, partner_id=args.partner, progress=progress)
     print(json.dumps({"requeued": count}))
+
+
+def _replay(settings: Settings, db: Any, args: argparse.Namespace) -> int:
+    """``deliveries replay``: 0 when every delivery is queued (or the same request was
+    already replayed within 24 hours: the same answer, nothing new), 2 when the request is
+    refused (the reason on stderr), 130 when interrupted (the same command goes on)."""
+    from pydantic import ValidationError
+    from sqlalchemy import select
+    from tqdm import tqdm
+
+    from postback.db.schema import partner
+    from postback.db.wakeup import waker
+    from postback.models import ReplayIn
+    from postback.services import replay
+    from postback.services.errors import Invalid
+
+    try:
+        body = ReplayIn(since=args.since, until=args.until, type=args.type, url=args.url)
+        req = replay.ReplayRequest(body.since, body.until, body.type, body.url)
+        with db.connect() as conn:
+            if conn.execute(select(partner.c.id).where(partner.c.id == args.partner)
+                            ).first() is None:
+                raise Invalid("partner", f"there is no partner {args.partner}")
+        for warning in replay.check_request(req, settings):
+            print(f"postback: warning: {warning}", file=sys.stderr)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"]) or "request"
+        print(f"postback: {where}: {error['msg']}", file=sys.stderr)
+        return 2
+    except Invalid as exc:
+        print(f"postback: {exc.field}: {exc.message}", file=sys.stderr)
+        return 2
+    wake = waker(settings.database_url)
+    with tqdm(total=0, unit="delivery", desc="replayed", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+            wake()
+
+        try:
+            out, new = replay.replay_deliveries(db, args.partner, req, datetime.now(UTC),
+                                                progress=progress)
+        except KeyboardInterrupt:
+            bar.close()
+            print("postback: interrupted; what was queued stays queued, and the same "
+                  "command takes the replay up where it stopped", file=sys.stderr)
+            return 130
+    wake()
+    if not new:
+        print(f"postback: the same request was made at {out['created_at']} (replay "
+              f"{out['id']}): nothing new was sent", file=sys.stderr)
+    print(json.dumps({"replay_id": out["id"], "replayed": out["replayed"],
+                      "skipped": out["skipped"]}))
+    return 0
 
 
 def _stop_before_start(signum: int, _frame: object) -> None:
@@ -147,6 +218,14 @@ def main(argv: list[str] | None = None) -> int:
         db = runner.open_database(settings, run_migrations=False)
         as_of = args.as_of or datetime.now(UTC)
         print(json.dumps({"as_of": as_of.isoformat(), **run_due(db, as_of)}))
+    elif args.command == "feeds":
+        from postback.services.feed_runs import run_feeds
+
+        settings = runner.with_secret_key(settings, create=False)
+        db = runner.open_database(settings, run_migrations=False)
+        print(json.dumps(run_feeds(db, settings)))
+    elif args.command == "deliveries" and args.deliveries_command == "replay":
+        return _replay(settings, runner.open_database(settings, run_migrations=False), args)
     elif args.command == "deliveries":
         _recover(runner.open_database(settings, run_migrations=False), args)
     return 0

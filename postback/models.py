@@ -300,6 +300,18 @@ class RecoverIn(Strict):
                   "product-data-change"] | None = None
 
 
+class ReplayIn(Strict):
+    """Send every notification of the window again (``services/replay.py``)."""
+
+    since: AwareDatetime
+    until: AwareDatetime | None = None
+    type: Literal["action-lifecycle", "action-clearing", "action-inquiry",
+                  "product-data-change"] | None = None
+    #: a one-off URL instead of each setting's own, checked as a setting's URL is
+    url: Annotated[Text, Field(min_length=1, max_length=4096),
+                   AfterValidator(url_template)] | None = None
+
+
 class SettingTestIn(Strict):
     """Overrides for a test send; anything left out comes from the saved setting."""
 

@@ -307,7 +307,8 @@ catalog_item = Table(
 delivery = Table(
     "delivery", metadata,
     Column("id", Integer, primary_key=True),
-    Column("event_id", String(36), nullable=False, unique=True),
+    # {EventId} / webhook-id: one per notification, kept by a replay's new delivery (0010)
+    Column("event_id", String(36), nullable=False),
     Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False),
     Column("setting_id", Integer, ForeignKey("notification_setting.id", ondelete="SET NULL")),
     Column("action_id", Integer, ForeignKey("action.id")),
@@ -333,11 +334,19 @@ delivery = Table(
     Column("completed_at", UTCDateTime),
     # the ledger change it tells of (change_log.change_id: {ChangeId}); NULL before 0009
     Column("change_id", String(36)),
+    # the replay that made it (a new delivery of an earlier one's notification); NULL for
+    # the original deliveries, which are the only ones a replay selects
+    Column("replay_id", Integer, ForeignKey("replay.id")),
     Index("ix_delivery_due", "status", "next_attempt_at"),
     Index("ix_delivery_partner", "partner_id", "id"),
+    Index("ix_delivery_event_id", "event_id"),
     # held rows only (a partial index costs the hot path nothing): resume, count, discard
     Index("ix_delivery_held", "setting_id", postgresql_where=text("status = 'held'"),
           sqlite_where=text("status = 'held'")),
+    # a replay's deliveries only: its progress by status
+    Index("ix_delivery_replay", "replay_id", "status",
+          postgresql_where=text("replay_id IS NOT NULL"),
+          sqlite_where=text("replay_id IS NOT NULL")),
 )
 
 delivery_attempt = Table(
@@ -360,6 +369,30 @@ delivery_attempt = Table(
     Column("worker", String(40)),
 )
 
+
+#: A partner's replay (``services/replay.py``): every original delivery of a window sent
+#: again as a new delivery with its event id. ``request_key`` (a hash of since, until, type
+#: and url) makes the same request within 24 hours the same replay; it is let go (NULL)
+#: when a same request comes later. ``last_id`` closes the window when it starts, and
+#: ``cursor`` (the last original delivery done) lets it be taken up where it stopped.
+replay = Table(
+    "replay", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False),
+    Column("request_key", String(64)),
+    Column("since", UTCDateTime, nullable=False),
+    Column("until", UTCDateTime),
+    Column("type", String(40)),
+    Column("url", Text),  # a one-off URL, instead of each setting's own
+    Column("total", Integer, nullable=False),  # original deliveries in the window
+    Column("last_id", Integer, nullable=False),
+    Column("cursor", Integer, nullable=False, server_default="0"),
+    Column("replayed", Integer, nullable=False, server_default="0"),
+    Column("skipped", Integer, nullable=False, server_default="0"),  # setting deleted
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("queued_at", UTCDateTime),  # every delivery written (NULL: still under way)
+    UniqueConstraint("partner_id", "request_key"),
+)
 
 #: Every ledger change once (an action's TRACKED … CLEARED, an inquiry's, a catalog
 #: item's), with the token values of that change: the updates feeds and data feeds read it,

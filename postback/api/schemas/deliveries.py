@@ -70,3 +70,38 @@ class RequeuedOut(Out):
 
 class DeliveryPage(Paged[DeliveryOut]):
     pass
+
+
+class ReplayOut(Out):
+    """A replay and how its deliveries are doing (``services/replay.py``: ``replay_out``).
+    ``total`` is how many original deliveries the window held when it started; each is
+    ``replayed`` (a new delivery, counted by status in ``pending``, ``held``,
+    ``succeeded`` and ``failed``) or ``skipped`` (its setting was deleted); ``queued`` is
+    true once every new delivery is written."""
+
+    id: int
+    since: Timestamp
+    until: Timestamp | None
+    type: NotificationType | None
+    url: str | None
+    total: int
+    replayed: int
+    skipped: int
+    queued: bool
+    pending: int
+    held: int
+    succeeded: int
+    failed: int
+    created_at: Timestamp
+    queued_at: Timestamp | None
+
+
+class ReplayStartedOut(ReplayOut):
+    """``warnings``: what needs attention but did not stop it, such as a one-off URL's
+    host name that does not resolve now."""
+
+    warnings: list[str]
+
+
+class ReplayPage(Paged[ReplayOut]):
+    pass
