@@ -10,14 +10,12 @@ import gzip
 import io
 import json
 import multiprocessing
-import os
 import signal
 import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,7 +26,8 @@ from postback.db.schema import feed, feed_file_chunk, feed_run
 from postback.services import feed_runs
 from postback.services.feed_runs import run_feeds
 from postback.services.scheduler import run_due
-from tests.conftest import Service, World, build_world, settings_for
+from tests.conftest import Service, World, build_world
+from tests.feed_crasher import crash_at
 from tests.feed_servers import (  # noqa: F401
     SftpServer,
     SmtpServer,
@@ -166,7 +165,7 @@ def test_a_feed_is_saved_read_listed_replaced_and_deleted(w: World) -> None:
     assert "CatalogItemId" in cols["columns"] and "EventId" not in cols["columns"]
 
 
-@pytest.mark.parametrize(("change", "field", "words"), [
+REFUSALS: list[tuple[dict[str, Any], str, str]] = [
     ({"columns": []}, "columns", "at least one column"),
     ({"columns": ["ActionId", "Payot"]}, "columns[1]", "did you mean Payout"),
     ({"columns": ["ActionId", "ActionId"]}, "columns[1]", "already column 1"),
@@ -192,15 +191,17 @@ def test_a_feed_is_saved_read_listed_replaced_and_deleted(w: World) -> None:
      "not an OpenSSH or PEM private key"),
     ({"destination": {"kind": "email", "to": ["a@example.com"]}}, "destination.kind",
      "POSTBACK_SMTP_HOST"),
-])
-def test_every_refusal_names_the_field_and_the_fix(w: World, change: dict[str, Any],
-                                                   field: str, words: str) -> None:
-    r = w.service.client.post("/v1/feeds", json=feed_body(**change),
-                              headers={"Authorization": f"Bearer {w.partner_key}"})
-    assert r.status_code == 422, r.text
-    body = r.json()
-    assert body["field"].startswith(field), body
-    assert words in body["message"], body
+]
+
+
+def test_every_refusal_names_the_field_and_the_fix(w: World) -> None:
+    for change, field, words in REFUSALS:
+        r = w.service.client.post("/v1/feeds", json=feed_body(**change),
+                                  headers={"Authorization": f"Bearer {w.partner_key}"})
+        assert r.status_code == 422, (change, r.text)
+        body = r.json()
+        assert body["field"].startswith(field), (change, body)
+        assert words in body["message"], (change, body)
     assert w.partner("GET", "/v1/feeds", 200)["items"] == []  # nothing half-written
 
 
@@ -303,3 +304,340 @@ def test_a_catalog_feed_is_the_programs_current_catalog(w: World) -> None:
          "Currency": "USD", "CampaignId": str(w.program_id)},
         {"CatalogItemId": "SH-2", "Name": "Shoe <SH-2> & co", "CurrentPrice": "19.50",
          "Currency": "USD", "CampaignId": str(w.program_id)}]
+
+
+# -- hosted files ------------------------------------------------------------------------------
+
+def test_a_hosted_file_by_key_and_by_signed_link_expired_or_tampered_refused(w: World) -> None:
+    from postback.services.feeds import link_token
+
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body(gzip=True))
+    churn(w)
+    run = run_now(w, made["id"])
+    by_key = download(w, run)
+    assert run["download_url"].startswith("http://127.0.0.1:8000/v1/feed-files/")
+    path = run["download_url"].removeprefix("http://127.0.0.1:8000")
+    r = w.service.client.get(path)  # no key: the link is the credential
+    assert r.status_code == 200 and r.content == by_key
+    assert r.headers["content-type"] == "application/gzip"
+    assert r.headers["content-length"] == str(run["bytes"])
+    token = path.rsplit("/", 1)[1]
+    run_id, expires, sig = token.split(".")
+    for forged in (f"{int(run_id) + 1}.{expires}.{sig}", f"{run_id}.{int(expires) + 1}.{sig}",
+                   f"{run_id}.{expires}.{sig[:-1]}{'A' if sig[-1] != 'A' else 'B'}", "x"):
+        assert w.service.client.get(f"/v1/feed-files/{forged}").status_code == 404
+    old = link_token(w.service.settings, run["id"], datetime.now(UTC) - timedelta(seconds=1))
+    r = w.service.client.get(f"/v1/feed-files/{old}")
+    assert r.status_code == 410 and "expired" in r.json()["message"]
+    # another partner's key cannot read it by its ids
+    other = build_world(w.service)
+    other.partner("GET", f"/v1/feeds/{made['id']}/runs/{run['id']}/file", 404)
+
+
+def test_retention_deletes_old_files_and_keeps_the_runs(w: World) -> None:
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body())
+    churn(w)
+    run = run_now(w, made["id"])
+    keep = run_now(w, made["id"])
+    with w.service.db.begin() as conn:
+        conn.execute(update(feed_run).where(feed_run.c.id == run["id"]).values(
+            file_expires_at=datetime.now(UTC) - timedelta(minutes=1)))
+    assert work(w.service)["files_deleted"] == 1
+    gone = w.partner("GET", f"/v1/feeds/{made['id']}/runs/{run['id']}", 200)
+    assert gone["file_deleted"] is True and gone["download_url"] is None
+    r = w.partner("GET", f"/v1/feeds/{made['id']}/runs/{run['id']}/file", 410)
+    assert "retention" in r["message"]
+    with w.service.db.connect() as conn:
+        left = conn.execute(select(feed_file_chunk.c.run_id).distinct()).scalars().all()
+    assert left == [keep["id"]]
+    assert len(w.partner("GET", f"/v1/feeds/{made['id']}/runs", 200)["items"]) == 2
+
+
+# -- scheduling --------------------------------------------------------------------------------
+
+def test_due_slots_make_one_run_each_even_with_two_schedulers(w: World) -> None:
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body(
+        schedule={"every": "hourly", "at": ":00"}))
+    slot = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    with w.service.db.begin() as conn:  # as if the scheduler had been stopped for a day
+        conn.execute(update(feed).where(feed.c.id == made["id"]).values(
+            next_run_at=slot - timedelta(days=1)))
+    other = make_engine(w.service.settings.database_url)
+    try:
+        made_runs: list[int] = []
+        threads = [threading.Thread(target=lambda e=e: made_runs.append(
+            feed_runs.schedule_due(e))) for e in (w.service.db, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        other.dispose()
+    assert sum(made_runs) == 1
+    runs = w.partner("GET", f"/v1/feeds/{made['id']}/runs", 200)["items"]
+    assert [(r["trigger"], r["scheduled_for"]) for r in runs] == [
+        ("schedule", slot.isoformat())]  # the latest missed slot, once
+    feed_now = w.partner("GET", f"/v1/feeds/{made['id']}", 200)
+    assert feed_now["next_run_at"] == (slot + timedelta(hours=1)).isoformat()
+    # run now while that run waits to start: it is the answer, nothing more is queued
+    again = w.partner("POST", f"/v1/feeds/{made['id']}/run", 202)
+    assert again == {"run_id": runs[0]["id"], "created": False}
+    work(w.service)
+    assert w.partner("GET", f"/v1/feeds/{made['id']}/runs/{runs[0]['id']}", 200)[
+        "status"] == "succeeded"
+    assert w.partner("POST", f"/v1/feeds/{made['id']}/run", 202)["created"] is True
+
+
+def test_turning_a_feed_off_stops_its_schedule_and_cancels_what_has_not_started(
+        w: World) -> None:
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body())
+    queued = w.partner("POST", f"/v1/feeds/{made['id']}/run", 202)
+    off = w.partner("PUT", f"/v1/feeds/{made['id']}", 200, json=feed_body(enabled=False))
+    assert off["enabled"] is False and off["next_run_at"] is None
+    run = w.partner("GET", f"/v1/feeds/{made['id']}/runs/{queued['run_id']}", 200)
+    assert run["status"] == "failed" and "turned off" in run["error"]
+
+
+# -- SFTP and email ----------------------------------------------------------------------------
+
+def sftp_destination(server: SftpServer, **over: Any) -> dict[str, Any]:
+    dest = {"kind": "sftp", "host": server.host, "port": server.port,
+            "username": server.username, "password": server.password, "directory": "."}
+    dest.update(over)
+    return dest
+
+
+def renames(server: SftpServer) -> list[str]:
+    return [op[2] for op in server.ops if op[0] in ("rename", "posix_rename")]
+
+
+def test_sftp_pins_the_host_key_keeps_the_secret_and_never_shows_it(
+        w: World, sftp_server: SftpServer) -> None:
+    r = w.service.client.post("/v1/feeds", json=feed_body(
+        destination=sftp_destination(sftp_server)),
+        headers={"Authorization": f"Bearer {w.partner_key}"})
+    assert r.status_code == 201, r.text
+    assert sftp_server.password not in r.text
+    made = r.json()
+    assert made["destination"]["password_set"] is True
+    assert made["destination"]["host_key"] is None
+    churn(w)
+    run = run_now(w, made["id"])
+    assert run["status"] == "succeeded", run
+    assert "uploaded" in run["answer"] and sftp_server.password not in json.dumps(run)
+    sent = (sftp_server.root / run["file_name"]).read_bytes()
+    assert sent == download(w, run) and len(csv_rows(sent)) == 5
+    pinned = w.partner("GET", f"/v1/feeds/{made['id']}", 200)["destination"]
+    assert pinned["host_key"] == sftp_server.host_key
+    assert pinned["host_key_fingerprint"].startswith("SHA256:")
+    # the same server without the password: the stored one is kept, the pin too
+    same = {k: v for k, v in sftp_destination(sftp_server).items() if k != "password"}
+    kept = w.partner("PUT", f"/v1/feeds/{made['id']}", 200, json=feed_body(destination=same))
+    assert kept["destination"]["password_set"] and kept["destination"]["host_key"]
+    # another server needs the secret again: the stored one never goes elsewhere
+    moved = {**same, "port": sftp_server.port + 1}
+    r2 = w.partner("PUT", f"/v1/feeds/{made['id']}", 422, json=feed_body(destination=moved))
+    assert r2["field"] == "destination.password" and "never sent" in r2["message"]
+    # a wrong pin fails the run at once (permanent), a cleared pin is pinned again
+    wrong = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    w.partner("PUT", f"/v1/feeds/{made['id']}", 200,
+              json=feed_body(destination={**same, "host_key": wrong}))
+    failed = run_now(w, made["id"])
+    assert failed["status"] == "failed" and failed["attempts"] == 1
+    assert "host key" in failed["error"]
+    cleared = w.partner("PUT", f"/v1/feeds/{made['id']}", 200,
+                        json=feed_body(destination={**same, "host_key": None}))
+    assert cleared["destination"]["host_key"] is None
+    tested = w.partner("POST", f"/v1/feeds/{made['id']}/test", 200)
+    assert tested["ok"] is True and tested["host_key"] == sftp_server.host_key
+
+
+def test_sftp_with_a_private_key(w: World, sftp_server: SftpServer) -> None:
+    dest = sftp_destination(sftp_server, password=None, private_key=sftp_server.client_key)
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body(destination=dest))
+    assert made["destination"]["private_key_set"] and not made["destination"]["password_set"]
+    assert "PRIVATE KEY" not in json.dumps(w.partner("GET", f"/v1/feeds/{made['id']}", 200))
+    run = run_now(w, made["id"])
+    assert run["status"] == "succeeded" and (sftp_server.root / run["file_name"]).exists()
+
+
+@pytest.fixture
+def mailing(make_service: Callable[..., Service], smtp_server: SmtpServer) -> World:
+    service = make_service(start_engine=False, smtp_host=smtp_server.host,
+                           smtp_port=smtp_server.port, smtp_tls="none",
+                           smtp_from="Feeds <feeds@postback.test>",
+                           destination_connect_timeout=2.0, destination_idle_timeout=2.0)
+    return build_world(service)
+
+
+def test_email_attached_or_as_its_link_with_a_message_id_per_run(
+        mailing: World, smtp_server: SmtpServer) -> None:
+    w = mailing
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body(
+        destination={"kind": "email", "to": ["books@partner.example"], "attach": True}))
+    churn(w)
+    run = run_now(w, made["id"])
+    assert run["status"] == "succeeded", run
+    msg = smtp_server.messages[-1]
+    assert msg["To"] == "books@partner.example"
+    assert f"run-{run['id']}" in msg["Message-ID"]
+    (part,) = list(msg.iter_attachments())
+    assert part.get_filename() == run["file_name"]
+    assert len(csv_rows(part.get_payload(decode=True))) == 5
+    linked = w.partner("PUT", f"/v1/feeds/{made['id']}", 200, json=feed_body(
+        destination={"kind": "email", "to": ["books@partner.example"], "attach": False}))
+    assert linked["destination"]["attach"] is False
+    run2 = run_now(w, made["id"])
+    text = smtp_server.messages[-1].get_body(("plain",)).get_content()
+    url = next(line for line in text.splitlines() if "/v1/feed-files/" in line).strip()
+    r = w.service.client.get(url.removeprefix(w.service.settings.public_url))
+    assert r.status_code == 200 and r.content == download(w, run2)
+
+
+def test_temporary_failures_are_retried_and_permanent_ones_fail_at_once(
+        mailing: World, smtp_server: SmtpServer) -> None:
+    w = mailing
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body(
+        destination={"kind": "email", "to": ["books@partner.example"]}))
+    smtp_server.answer_data = "451 4.3.0 try again later"
+    queued = w.partner("POST", f"/v1/feeds/{made['id']}/run", 202)
+    work(w.service, retry_schedule=(3600.0,))
+    run = w.partner("GET", f"/v1/feeds/{made['id']}/runs/{queued['run_id']}", 200)
+    assert run["status"] == "running" and run["phase"] == "produced"
+    assert run["attempts"] == 1 and "451" in run["error"] and run["next_attempt_at"]
+    assert work(w.service)["worked"] == 0  # not before its retry is due
+    with w.service.db.begin() as conn:
+        conn.execute(update(feed_run).where(feed_run.c.id == run["id"]).values(
+            next_attempt_at=datetime.now(UTC) - timedelta(seconds=1)))
+    smtp_server.answer_data = None
+    work(w.service)
+    run = w.partner("GET", f"/v1/feeds/{made['id']}/runs/{run['id']}", 200)
+    assert run["status"] == "succeeded" and run["attempts"] == 2 and run["error"] is None
+    assert len(smtp_server.messages) == 1
+    smtp_server.answer_data = "554 5.7.1 rejected"
+    failed = run_now(w, made["id"])
+    assert failed["status"] == "failed" and failed["attempts"] == 1 and "554" in failed["error"]
+
+
+# -- one run per feed, crashes ---------------------------------------------------------------
+
+def test_two_executors_racing_never_run_one_feed_twice_at_once(w: World) -> None:
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body())
+    churn(w)
+    settle(w.service)
+    first = w.partner("POST", f"/v1/feeds/{made['id']}/run", 202)["run_id"]
+    with w.service.db.begin() as conn:  # a scheduled run queued behind the manual one
+        conn.execute(feed_run.insert().values(
+            feed_id=made["id"], trigger="schedule", scheduled_for=datetime.now(UTC),
+            status="queued", phase="queued", next_attempt_at=datetime.now(UTC),
+            created_at=datetime.now(UTC)))
+    engines = [make_engine(w.service.settings.database_url) for _ in range(6)]
+    try:
+        barrier = threading.Barrier(len(engines))
+        got: list[Any] = []
+
+        def race(engine: Any, i: int) -> None:
+            barrier.wait()
+            got.append((f"racer-{i}", feed_runs.claim(engine, f"racer-{i}", 30.0)))
+
+        threads = [threading.Thread(target=race, args=(e, i)) for i, e in enumerate(engines)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        claimed = [(who, c) for who, c in got if c is not None]
+        assert [c.run_id for _, c in claimed] == [first]  # one run, and the oldest
+        # while it runs, nobody takes the queued one of the same feed
+        assert feed_runs.claim(engines[0], "late", 30.0) is None
+        owner, run = claimed[0]
+        feed_runs.execute(w.service.db, run, owner, w.service.settings, 30.0)
+        nxt = feed_runs.claim(engines[1], "next", 30.0)
+        assert nxt is not None and nxt.run_id != first
+        feed_runs.execute(w.service.db, nxt, "next", w.service.settings, 30.0)
+    finally:
+        for e in engines:
+            e.dispose()
+    runs = w.partner("GET", f"/v1/feeds/{made['id']}/runs", 200)["items"]
+    assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
+    assert [r["rows"] for r in runs] == [0, 5]  # the second starts where the first ended
+
+
+@pytest.mark.parametrize("stage", ["chunk", "produced", "delivered"])
+def test_a_run_killed_between_phases_resumes_without_losing_or_resending_its_file(
+        w: World, sftp_server: SftpServer, stage: str) -> None:
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body(
+        destination=sftp_destination(sftp_server)))
+    churn(w)
+    settle(w.service)
+    queued = w.partner("POST", f"/v1/feeds/{made['id']}/run", 202)
+    child = multiprocessing.get_context("spawn").Process(
+        target=crash_at,
+        args=(w.service.settings.database_url, w.service.settings.secret_key, stage))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    with w.service.db.connect() as conn:
+        phase = conn.execute(select(feed_run.c.phase).where(
+            feed_run.c.id == queued["run_id"])).scalar_one()
+    assert phase == {"chunk": "producing", "produced": "produced",
+                     "delivered": "delivering"}[stage]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # a fresh executor, once the dead one's lease ends
+        work(w.service)
+        run = w.partner("GET", f"/v1/feeds/{made['id']}/runs/{queued['run_id']}", 200)
+        if run["status"] != "running":
+            break
+        time.sleep(0.2)
+    assert run["status"] == "succeeded", run
+    assert run["rows"] == 5
+    on_server = (sftp_server.root / run["file_name"]).read_bytes()
+    assert on_server == download(w, run)
+    assert len(renames(sftp_server)) == 1  # delivered once
+    if stage == "delivered":
+        assert run["answer"].startswith("already delivered")
+
+
+# -- done when ---------------------------------------------------------------------------------
+
+def test_a_partner_keeps_its_books_from_daily_csv_files_over_sftp(
+        w: World, sftp_server: SftpServer) -> None:
+    """Issue #13's "done when": creates, modifications, reversals, lockings and clearings,
+    a daily file each day; the partner's books rebuilt from the files alone are the brand's
+    ledger."""
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body(
+        schedule={"every": "daily", "at": "06:00", "time_zone": "UTC"},
+        destination=sftp_destination(sftp_server)))
+
+    def a_day_passes() -> None:
+        with w.service.db.begin() as conn:  # the day's 06:00 has come
+            conn.execute(update(feed).where(feed.c.id == made["id"]).values(
+                next_run_at=datetime.now(UTC) - timedelta(seconds=1)))
+        assert work(w.service)["scheduled"] == 1
+
+    ids = churn(w)
+    a_day_passes()
+    more = [w.report(amount="20.00", payout="2.00")["id"] for _ in range(3)]
+    w.brand("PATCH", f"/v1/actions/{more[0]}", 200,
+            json={"amount": "25.00", "payout": "2.50", "reason": "ORDER_UPDATE"})
+    w.brand("POST", f"/v1/actions/{more[1]}/reverse", 200, json={"reason": "CONS_FRAUD"})
+    a_day_passes()
+    locked = run_due(w.service.db, datetime.now(UTC) + timedelta(days=31))
+    assert locked["locked"] >= 1
+    a_day_passes()
+    cleared = run_due(w.service.db, datetime.now(UTC) + timedelta(days=60))
+    assert cleared["cleared"] >= 1
+    w.brand("PATCH", f"/v1/actions/{ids[2]}", 409,
+            json={"amount": "1.00", "payout": "0.10", "reason": "ORDER_UPDATE"})
+    a_day_passes()
+    runs = w.partner("GET", f"/v1/feeds/{made['id']}/runs", 200)["items"]
+    assert [r["status"] for r in runs] == ["succeeded"] * 4
+    files = sorted(sftp_server.root.iterdir(), key=lambda p: int(p.name.split("run")[1]
+                                                                  .split(".")[0]))
+    assert [p.name for p in files] == [r["file_name"] for r in reversed(runs)]
+    books: dict[str, dict[str, str]] = {}
+    for path in files:
+        apply(books, csv_rows(path.read_bytes()))
+    brand = ledger(w)
+    assert books == brand
+    assert {b["Status"] for b in brand.values()} == {"APPROVED", "REVERSED"}
+    assert any(b["ClearedDate"] for b in brand.values())

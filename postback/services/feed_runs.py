@@ -65,6 +65,7 @@ from postback.delivery.feed_destinations import (
     deliver_mail,
     deliver_sftp,
 )
+from postback.sealing import SealError
 from postback.services.change_log import START, decode_cursor, encode_cursor, read_changes
 from postback.services.feeds import (
     CHUNK_BYTES,
@@ -434,10 +435,15 @@ def _materialize(engine: Engine, run: Any, directory: str) -> Path:
 
 def _send(engine: Engine, run: Any, feed_row: Any, config: Settings) -> Delivered:
     dest = dict(feed_row["destination"])
+    try:
+        target = sftp_target(feed_row, config) if dest["kind"] == "sftp" else None
+    except SealError as exc:
+        raise Permanent(f"the SFTP password or key cannot be opened ({exc}); save the "
+                        "feed's destination again") from None
     with tempfile.TemporaryDirectory(prefix="postback-feed-") as tmp:
         path = _materialize(engine, run, tmp)
-        if dest["kind"] == "sftp":
-            return deliver_sftp(sftp_target(feed_row, config), path, run["file_name"], config)
+        if target is not None:
+            return deliver_sftp(target, path, run["file_name"], config)
         expires = min(datetime.now(run["file_expires_at"].tzinfo) + timedelta(days=LINK_DAYS),
                       run["file_expires_at"])
         link = download_url(config, run["id"], expires)
@@ -451,7 +457,8 @@ def _send(engine: Engine, run: Any, feed_row: Any, config: Settings) -> Delivere
 
 
 def deliver(engine: Engine, claimed: Claimed, lease: Lease, config: Settings,
-            retry_schedule: Sequence[float] = RETRY_SCHEDULE) -> None:
+            retry_schedule: Sequence[float] = RETRY_SCHEDULE,
+            pause: Callable[[str], None] | None = None) -> None:
     """Deliver a stored file, once per attempt; record the answer, or schedule a retry."""
     with engine.begin() as conn:
         now = lease.hold(conn)
@@ -478,6 +485,8 @@ def deliver(engine: Engine, claimed: Claimed, lease: Lease, config: Settings,
                          retry_schedule[attempts - 1] if attempts <= len(retry_schedule)
                          else 0.0)
         return
+    if pause:
+        pause("delivered")
     with engine.begin() as conn:
         at = lease.hold(conn)
         if kind == "sftp":
@@ -531,7 +540,7 @@ def execute(engine: Engine, claimed: Claimed, owner: str, config: Settings,
                 produce(engine, claimed, lease, config, pause)
                 phase = "produced"
             if phase in ("produced", "delivering"):
-                deliver(engine, claimed, lease, config, retry_schedule)
+                deliver(engine, claimed, lease, config, retry_schedule, pause)
         except LeaseLost:
             log.warning("feed run %d: the lease was lost (taken over, or the feed deleted); "
                         "stopped", claimed.run_id)
