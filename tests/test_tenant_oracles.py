@@ -39,6 +39,7 @@ KINDS = {
     "event_type_ids": "event_type", "action_id": "action", "inquiry_id": "inquiry",
     "delivery_id": "delivery", "setting_id": "setting", "key_id": "key",
     "sample_id": "sample", "account_id": "account", "item_id": "item", "oid": "oid",
+    "replay_id": "replay",
 }
 #: ids that only mean something under another id of the same request (a catalog item under
 #: its program): tried as A's only together with A's other ids, B's own otherwise
@@ -117,6 +118,8 @@ def build_tenant(service: Service, tag: str) -> Tenant:
     global_id = next(s["setting"]["id"] for s in settings if s["setting"])
     deliveries = call("GET", "/v1/deliveries", t.partner_key, 200)["items"]
     assert deliveries, "the world needs a delivery"
+    replayed = call("POST", "/v1/deliveries/replay", t.partner_key, 200,
+                    json={"since": "2000-01-01T00:00:00Z"})
     key_ids = [k["id"] for k in keys]
     t.ids = {
         "program": [pid], "event_type": [sale, lead], "partner": [partner["id"]],
@@ -124,7 +127,7 @@ def build_tenant(service: Service, tag: str) -> Tenant:
         "delivery": [d["id"] for d in deliveries],
         "setting": [made["id"], level["id"], global_id], "key": key_ids,
         "sample": [action["id"], inquiry["id"]], "account": [brand["id"], partner["id"]],
-        "item": [f"ITEM-{tag}"], "oid": [f"OID-{tag}"],
+        "item": [f"ITEM-{tag}"], "oid": [f"OID-{tag}"], "replay": [replayed["id"]],
     }
     return t
 
