@@ -10,7 +10,10 @@ import gzip
 import io
 import json
 import multiprocessing
+import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -641,3 +644,21 @@ def test_a_partner_keeps_its_books_from_daily_csv_files_over_sftp(
     assert books == brand
     assert {b["Status"] for b in brand.values()} == {"APPROVED", "REVERSED"}
     assert any(b["ClearedDate"] for b in brand.values())
+
+
+def test_cron_users_run_due_feeds_with_the_cli(w: World) -> None:
+    if not w.service.settings.database_url.startswith("sqlite"):
+        pytest.skip("the command is the same on PostgreSQL; once is enough")
+    made = w.partner("POST", "/v1/feeds", 201, json=feed_body())
+    churn(w)
+    with w.service.db.begin() as conn:
+        conn.execute(update(feed).where(feed.c.id == made["id"]).values(
+            next_run_at=datetime.now(UTC) - timedelta(seconds=1)))
+    env = {**os.environ, "POSTBACK_DATABASE_URL": w.service.settings.database_url,
+           "POSTBACK_SECRET_KEY": str(w.service.settings.secret_key)}
+    out = subprocess.run([sys.executable, "-m", "postback", "feeds", "run-due"], env=env,
+                         capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        "scheduled": 1, "worked": 1, "files_deleted": 0}
+    (run,) = w.partner("GET", f"/v1/feeds/{made['id']}/runs", 200)["items"]
+    assert run["status"] == "succeeded" and run["rows"] == 5
