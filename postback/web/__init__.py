@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
 
-from postback.web import auth, brand, deliveries, ledger, notifications, operator
+from postback.web import auth, brand, deliveries, feeds, ledger, notifications, operator
 from postback.web.pages import (
     Forbidden,
     Page,
@@ -82,7 +82,7 @@ def error_page(request: Request, status: int) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    for module in (auth, notifications, deliveries, ledger, brand, operator):
+    for module in (auth, notifications, deliveries, ledger, feeds, brand, operator):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
 
