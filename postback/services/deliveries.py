@@ -24,6 +24,7 @@ def delivery_out(row: Any) -> dict[str, Any]:
         "id": row.id, "event_id": row.event_id, "type": row.notification_type,
         "trigger": row.trigger, "status": row.status, "held_by": None, "held_reason": None,
         "setting_id": row.setting_id, "action_id": row.action_id,
+        "change_id": row.change_id, "replay_id": row.replay_id,
         "request": {"method": row.method, "url": row.url, "headers": row.headers,
                     "body": row.body},
         "attempt_count": row.attempt_count,

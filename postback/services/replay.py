@@ -114,8 +114,11 @@ def _start(engine: Engine, partner_id: int, req: ReplayRequest, now: datetime
             if found is not None:
                 return int(found), False
             # the same request more than 24 hours ago: that replay lets its key go
+            # (only that one: a replay another request has just made keeps its key, and
+            # this request's insert below then fails and reads it)
             conn.execute(update(replay).where(replay.c.partner_id == partner_id,
-                                              replay.c.request_key == key)
+                                              replay.c.request_key == key,
+                                              replay.c.created_at <= now - REPEAT_WINDOW)
                          .values(request_key=None))
             last_id = conn.execute(select(func.max(delivery.c.id)).where(
                 delivery.c.partner_id == partner_id)).scalar() or 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from pydantic import Field
+
 from postback.api.schemas.base import Method, NotificationType, Out, Paged, Timestamp
 from postback.api.schemas.settings import Trigger
 from postback.core.retry import ErrorClass, Outcome
@@ -27,6 +29,10 @@ class DeliveryOut(Out):
     held_reason: str | None
     setting_id: int | None
     action_id: int | None
+    change_id: str | None = Field(description="the ledger change it tells of: {ChangeId}, "
+                                  "the same in the updates feed")
+    replay_id: int | None = Field(description="the replay that sent this notification again "
+                                  "(same event_id as the original); null for an original")
     request: DeliveryRequestOut
     attempt_count: int
     next_attempt_at: Timestamp | None
