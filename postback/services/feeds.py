@@ -154,8 +154,22 @@ def vet_destination(body: FeedIn, config: Settings) -> list[str]:
     if literal is not None:
         reason, warning = config.allow_targets.refusal(literal), None
     else:
-        reason, warning = vet_host_now(host, config.allow_targets,
-                                       min(config.connect_timeout, 3.0))
+        labels = host.rstrip(".").split(".")
+        try:
+            host.encode("idna")
+        except UnicodeError:
+            labels = [""]
+        if not all(0 < len(label) <= 63 for label in labels) or any(
+                c.isspace() or c in "/@:\\" for c in host):
+            raise Invalid("destination.host", "must be a host name (labels of 1 to 63 "
+                          "characters between dots) or an IP address, e.g. "
+                          "sftp.partner.example")
+        try:
+            reason, warning = vet_host_now(host, config.allow_targets,
+                                           min(config.connect_timeout, 3.0))
+        except (UnicodeError, ValueError):
+            raise Invalid("destination.host", "must be a host name or an IP address, e.g. "
+                          "sftp.partner.example") from None
     if reason is not None:
         raise Invalid("destination.host", f"{reason}: feeds go to public addresses only (an "
                       "operator can open ranges for testing with POSTBACK_ALLOW_TARGETS)")
