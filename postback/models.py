@@ -413,3 +413,93 @@ class CatalogBulkItemIn(CatalogItemIn):
 class CatalogBulkIn(Strict):
     items: Annotated[list[CatalogBulkItemIn], Field(max_length=MAX_BATCH)]
     remove_missing: Flag = False
+
+
+# -- scheduled data feeds (services/feeds.py checks what the schema cannot) ----------------
+
+class FeedScheduleIn(Strict):
+    """When a feed runs, in ``time_zone`` (IANA, default UTC): ``at`` is ``":MM"`` for
+    hourly, ``"HH:MM"`` otherwise; ``day`` a weekday name (weekly) or 1..28 or ``"last"``
+    (monthly)."""
+
+    every: Literal["hourly", "daily", "weekly", "monthly"]
+    at: Annotated[Text, Field(max_length=16)] | None = None
+    day: Annotated[Count, Field(ge=-2**31, le=2**31 - 1)] | Annotated[
+        Text, Field(max_length=16)] | None = None
+    time_zone: Annotated[Text, Field(min_length=1, max_length=64)] = "UTC"
+
+
+class FeedWindowIn(Strict):
+    """A rolling window: each action changed in the last ``days`` days, once, as it is now."""
+
+    days: Annotated[Count, Field(ge=1, le=90)]
+
+
+class HostedDestinationIn(Strict):
+    """Kept here for ``POSTBACK_FEED_RETENTION_DAYS``: downloaded with the partner's key or
+    the run's signed link."""
+
+    kind: Literal["hosted"]
+
+
+class SftpDestinationIn(Strict):
+    """The partner's SFTP server. ``password`` or ``private_key`` (OpenSSH or PEM, without a
+    passphrase); left out on an update, the stored one is kept if host, port and username
+    are unchanged. ``host_key`` (``"ssh-ed25519 AAAA..."``) pins the server's key: left out,
+    the key is pinned at the first connection; ``null`` on an update clears the pin."""
+
+    kind: Literal["sftp"]
+    host: Annotated[Text, Field(min_length=1, max_length=253)]
+    port: Annotated[Count, Field(ge=1, le=65535)] = 22
+    username: Annotated[Text, Field(min_length=1, max_length=255)]
+    password: Annotated[Text, Field(min_length=1, max_length=1024)] | None = None
+    private_key: Annotated[Text, Field(min_length=1, max_length=16384)] | None = None
+    directory: Annotated[Text, Field(min_length=1, max_length=1024)] = "."
+    host_key: Annotated[Text, Field(min_length=1, max_length=8192)] | None = None
+
+
+class EmailDestinationIn(Strict):
+    """Sent by email through the operator's relay: attached, or as its signed link."""
+
+    kind: Literal["email"]
+    to: Annotated[list[Annotated[Text, Field(max_length=254)]], Field(min_length=1,
+                                                                     max_length=50)]
+    attach: Flag = True
+
+
+def _feed_window(value: Any) -> Any:
+    """``"since_last_run"`` (the default) or ``{"days": N}``."""
+    if value == "since_last_run":
+        return None
+    if value is not None and not isinstance(value, dict):
+        raise ValueError('use "since_last_run", or {"days": N} for the actions changed in '
+                         "the last N days (1 to 90)")
+    return value
+
+
+FeedWindow = Annotated[FeedWindowIn | None, BeforeValidator(_feed_window), WithJsonSchema({
+    "anyOf": [{"const": "since_last_run", "type": "string"},
+              {"type": "object", "required": ["days"], "additionalProperties": False,
+               "properties": {"days": {"type": "integer", "minimum": 1, "maximum": 90}}},
+              {"type": "null"}]})]
+FeedDestinationIn = Annotated[HostedDestinationIn | SftpDestinationIn | EmailDestinationIn,
+                              Field(discriminator="kind")]
+
+
+class FeedIn(Strict):
+    """A scheduled data feed (``POST /v1/feeds``, ``PUT /v1/feeds/{id}``)."""
+
+    name: Annotated[Text, Field(max_length=200)] = ""
+    content: Literal["actions", "catalog"]
+    #: catalog: the program (you must be contracted on it); actions: only that program's
+    program_id: Id | None = None
+    schedule: FeedScheduleIn
+    #: actions only (default since_last_run); a catalog feed is always the whole catalog
+    window: FeedWindow = None
+    format: Literal["csv", "tab", "pipe", "xml", "jsonl"]
+    gzip: Flag = False
+    #: csv, tab and pipe: the first row names the columns
+    header: Flag = True
+    columns: Annotated[list[Annotated[Text, Field(max_length=64)]], Field(max_length=200)]
+    destination: FeedDestinationIn
+    enabled: Flag = True

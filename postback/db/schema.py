@@ -433,3 +433,86 @@ worker = Table(
     Column("started_at", UTCDateTime, nullable=False),
     Column("heartbeat_at", UTCDateTime, nullable=False),
 )
+
+
+# -- scheduled data feeds (services/feeds.py) ----------------------------------------------
+
+#: A partner's scheduled data feed: what it holds (actions, or one program's catalog), when
+#: it runs (``schedule``, core/feed_schedule.py), the file's format and columns, and where it
+#: goes. The destination's password or private key is sealed in ``destination_secret`` and
+#: never read back; ``host_key`` is the SFTP server's key, pinned at first connect.
+feed = Table(
+    "feed", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("partner_id", Integer, ForeignKey("partner.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("content", String(10), nullable=False),  # actions | catalog
+    Column("program_id", Integer, ForeignKey("program.id")),
+    Column("schedule", JSON, nullable=False),  # {every, at, day, time_zone}
+    Column("window_days", Integer),  # NULL: every change since the last successful run
+    Column("format", String(5), nullable=False),
+    Column("gzip", Boolean, nullable=False),
+    Column("header", Boolean, nullable=False),
+    Column("columns", JSON, nullable=False),
+    Column("destination", JSON, nullable=False),  # {kind, ...}: no secret in it
+    Column("destination_secret", Text),  # sealed SFTP password or private key
+    Column("destination_rev", Integer, nullable=False),  # +1 on every destination change
+    Column("host_key", Text),
+    Column("enabled", Boolean, nullable=False),
+    Column("next_run_at", UTCDateTime),  # the next scheduled slot (NULL: turned off)
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_feed_due", "enabled", "next_run_at"),
+)
+
+#: One run of a feed: ``phase`` queued -> producing -> produced (file stored, committed) ->
+#: delivering -> succeeded | failed; ``status`` is what partners see (queued, running,
+#: succeeded, failed). A run is worked on under a lease (``lease_owner`` until
+#: ``lease_until``, on the database's clock); a scheduled run is unique per slot.
+feed_run = Table(
+    "feed_run", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("feed_id", Integer, ForeignKey("feed.id", ondelete="CASCADE"), nullable=False),
+    Column("trigger", String(10), nullable=False),  # schedule | manual
+    Column("scheduled_for", UTCDateTime),  # the slot (NULL for a manual run)
+    Column("status", String(10), nullable=False),
+    Column("phase", String(10), nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("lease_owner", String(40)),
+    Column("lease_until", UTCDateTime),
+    # claims since the run last moved on: one that kills its worker every time stops
+    Column("claims", Integer, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),  # delivery attempts
+    Column("cursor_from", String(40)),  # since_last_run: the change log cursor it read after
+    Column("cursor_to", String(40)),  # ... and the one it read up to (the next run's start)
+    Column("rows", Integer),
+    Column("bytes", BigInteger),
+    Column("duration_ms", Integer),  # producing the file
+    Column("file_name", String(255)),
+    Column("file_chunks", Integer),
+    Column("file_expires_at", UTCDateTime),
+    Column("file_deleted_at", UTCDateTime),
+    Column("answer", Text),  # what the destination said
+    Column("error", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("produced_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    UniqueConstraint("feed_id", "scheduled_for"),
+    Index("ix_feed_run_feed", "feed_id", "id"),
+    Index("ix_feed_run_due", "status", "next_attempt_at"),
+    Index("ix_feed_run_expiry", "file_expires_at"),
+)
+
+#: A run's file, in chunks of at most 1 MiB, in the database: every API process on every
+#: host can serve it, and it is stored, deleted and committed with the run's phase.
+feed_file_chunk = Table(
+    "feed_file_chunk", metadata,
+    Column("run_id", Integer, ForeignKey("feed_run.id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+#: a days-window feed takes each action's latest change: found by (kind, subject, sequence)
+Index("ix_change_log_subject", change_log.c.kind, change_log.c.subject, change_log.c.sequence)
