@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 from postback.core.addresses import AddressPolicy
 from postback.core.retry import DEFAULT_SCHEDULE, RetryPolicy, parse_schedule
@@ -40,6 +41,28 @@ class Settings:
     tls_ca_file: str | None = None
     http_client: str = "curl"
     secret_key: str | None = None
+    # data feeds' destinations (delivery/feed_destinations.py): SFTP and email
+    #: TCP connect plus the SSH handshake or the SMTP greeting
+    destination_connect_timeout: float = 15.0
+    #: a destination that takes or answers nothing for this long has stalled
+    destination_idle_timeout: float = 60.0
+    #: one delivery (connect, upload or send, rename) at most
+    destination_total_timeout: float = 1800.0
+    #: the operator's mail relay for email feeds; None: email feeds are refused
+    smtp_host: str | None = None
+    #: None: 587 with starttls, 465 with tls, 25 with none
+    smtp_port: int | None = None
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_from: str | None = None
+    smtp_tls: str = "starttls"
+    #: a larger file is sent as its link (when the feed has one) instead of attached
+    smtp_max_attachment_mb: float = 10.0
+    # data feeds (services/feeds.py)
+    #: how long a feed run's file is kept (hosted downloads, signed links), in days
+    feed_retention_days: int = 30
+    #: the address partners reach this service at: signed download links start with it
+    public_url: str = "http://127.0.0.1:8000"
 
     @cached_property
     def sealer(self) -> Sealer:
@@ -92,7 +115,18 @@ class Settings:
             raise ValueError(f"POSTBACK_HTTP_CLIENT must be curl or aiohttp, got {client!r}")
         if key is not None:
             Sealer(key)  # refuse a malformed key at start, not at the first secret
+        smtp = _smtp_settings(env)
         return cls(
+            **_feed_settings(env),
+            **smtp,
+            destination_connect_timeout=num("POSTBACK_DESTINATION_CONNECT_TIMEOUT",
+                                            cls.destination_connect_timeout),
+            destination_idle_timeout=num("POSTBACK_DESTINATION_IDLE_TIMEOUT",
+                                         cls.destination_idle_timeout),
+            destination_total_timeout=num("POSTBACK_DESTINATION_TOTAL_TIMEOUT",
+                                          cls.destination_total_timeout),
+            smtp_max_attachment_mb=num("POSTBACK_SMTP_MAX_ATTACHMENT_MB",
+                                       cls.smtp_max_attachment_mb),
             secret_key=key,
             allow_targets=AddressPolicy.parse(env.get("POSTBACK_ALLOW_TARGETS", "")),
             egress_source_address=env.get("POSTBACK_EGRESS_SOURCE_ADDRESS") or None,
@@ -117,3 +151,65 @@ class Settings:
             disable_after_failures=int(num("POSTBACK_DISABLE_AFTER_FAILURES",
                                            cls.disable_after_failures)),
         )
+
+
+SMTP_TLS_MODES = ("starttls", "tls", "none")
+
+
+def _smtp_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """The email feeds' relay (``POSTBACK_SMTP_*``), checked: a typo fails at start, not at
+    the first feed run."""
+    host = (env.get("POSTBACK_SMTP_HOST") or "").strip() or None
+    tls = (env.get("POSTBACK_SMTP_TLS") or "starttls").strip().lower()
+    if tls not in SMTP_TLS_MODES:
+        raise ValueError(f"POSTBACK_SMTP_TLS must be starttls, tls or none, got {tls!r}")
+    raw_port = (env.get("POSTBACK_SMTP_PORT") or "").strip()
+    port: int | None = None
+    if raw_port:
+        if not raw_port.isdigit() or not 1 <= int(raw_port) <= 65535:
+            raise ValueError(f"POSTBACK_SMTP_PORT must be a port number (1 to 65535), "
+                             f"got {raw_port!r}")
+        port = int(raw_port)
+    username = env.get("POSTBACK_SMTP_USERNAME") or None
+    password = env.get("POSTBACK_SMTP_PASSWORD") or None
+    password_file = env.get("POSTBACK_SMTP_PASSWORD_FILE")
+    if password is None and password_file:
+        try:
+            password = Path(password_file).read_text().strip() or None
+        except OSError as exc:
+            raise ValueError(f"POSTBACK_SMTP_PASSWORD_FILE {password_file!r}: "
+                             f"{exc.strerror}") from None
+    if (username is None) != (password is None):
+        raise ValueError("POSTBACK_SMTP_USERNAME and POSTBACK_SMTP_PASSWORD go together: "
+                         "set both, or neither for a relay that needs no login")
+    sender = (env.get("POSTBACK_SMTP_FROM") or "").strip() or None
+    if sender is not None and (
+            "@" not in sender or any(c in sender for c in "\r\n\0") or not sender.isascii()):
+        raise ValueError(f"POSTBACK_SMTP_FROM must be an email address, got {sender!r}")
+    if host is not None and sender is None:
+        raise ValueError("POSTBACK_SMTP_FROM (the feeds' sender address) is needed when "
+                         "POSTBACK_SMTP_HOST is set")
+    if host is not None and (any(c.isspace() or c in "/@" for c in host) or not host.isascii()):
+        raise ValueError(f"POSTBACK_SMTP_HOST must be a host name or an IP address, got "
+                         f"{host!r}")
+    return {"smtp_host": host, "smtp_port": port, "smtp_tls": tls, "smtp_username": username,
+            "smtp_password": password, "smtp_from": sender}
+
+
+def _feed_settings(env: Mapping[str, str]) -> dict[str, Any]:
+    """``POSTBACK_FEED_RETENTION_DAYS`` (1 to 3650, default 30) and ``POSTBACK_PUBLIC_URL``
+    (``http(s)://host[:port][/path]``, default http://127.0.0.1:8000), checked at start."""
+    raw = (env.get("POSTBACK_FEED_RETENTION_DAYS") or "").strip()
+    days = Settings.feed_retention_days
+    if raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= 3650:
+            raise ValueError(f"POSTBACK_FEED_RETENTION_DAYS must be a whole number of days "
+                             f"from 1 to 3650, got {raw!r}")
+        days = int(raw)
+    url = (env.get("POSTBACK_PUBLIC_URL") or "").strip().rstrip("/") or Settings.public_url
+    scheme, _, rest = url.partition("://")
+    if (scheme.lower() not in ("http", "https") or not rest or rest.startswith("/")
+            or any(c.isspace() or c in "?#@" for c in url) or not url.isascii()):
+        raise ValueError(f"POSTBACK_PUBLIC_URL must be the http(s) address partners reach "
+                         f"this service at, e.g. https://postbacks.example.com, got {url!r}")
+    return {"feed_retention_days": days, "public_url": url}

@@ -24,9 +24,11 @@ from postback.api import (
     catalog,
     deliveries,
     errors,
+    feeds,
     inquiries,
     notifications,
     programs,
+    updates,
 )
 from postback.api.limits import BodyLimit
 from postback.api.schemas.health import HealthOut, IpRangesOut, ReadinessOut
@@ -56,7 +58,7 @@ def create_api(settings: Settings, db: Engine, wake: Callable[[], None] | None =
     errors.install(app)
     app.add_middleware(BodyLimit)
     for module in (accounts, programs, catalog, actions, inquiries, notifications,
-                   brand_postbacks, deliveries):
+                   brand_postbacks, deliveries, updates, feeds):
         app.include_router(module.router)
 
     # /docs from assets shipped in a package: it works offline, with no CDN. Swagger UI 5
