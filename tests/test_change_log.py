@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import time
 
+import psycopg
+import pytest
 from sqlalchemy import select
 
 from postback.db.schema import change_log, delivery
 from postback.services.change_log import decode_cursor, encode_cursor, read_changes
-from tests.conftest import World
+from tests.conftest import PG_SERVER, World
 from tests.receiver import Receiver
 from tests.test_settings_options import lifecycle_run
 
@@ -66,7 +68,8 @@ def test_the_postbacks_of_one_change_share_its_change_id(world: World,
     with world.service.db.connect() as conn:
         logged = {r.trigger: r.change_id for r in conn.execute(select(change_log))}
         sent = {r.trigger: r.change_id for r in conn.execute(select(delivery))}
-    assert logged == {"TRACKED": got["TRACKED"]["c"], "CLEARED": got["CLEARED"]["c"]}
+    assert logged.keys() == {"TRACKED", "LOCKED", "CLEARED"}  # locking sends nothing here
+    assert (logged["TRACKED"], logged["CLEARED"]) == (got["TRACKED"]["c"], got["CLEARED"]["c"])
     assert sent == {"TRACKED": logged["TRACKED"], "CLEARED": logged["CLEARED"],
                     "PAID": logged["CLEARED"]}
 
@@ -79,3 +82,30 @@ def test_a_malformed_cursor_is_refused_in_words() -> None:
             assert "next_cursor" in str(exc)
         else:
             raise AssertionError(raw)
+
+
+def test_an_open_transaction_elsewhere_on_the_server_does_not_hold_the_feed_back(
+        world: World) -> None:
+    """Only a transaction of this database can still write a change: one open in another
+    database of the same server leaves the feed current; one open here holds it back
+    (never past it) until it ends."""
+    url = world.service.settings.database_url
+    if not url.startswith("postgresql"):
+        pytest.skip("SQLite has one writer at a time and no snapshot bound")
+    with psycopg.connect(PG_SERVER) as elsewhere, psycopg.connect(
+            url.replace("postgresql+psycopg://", "postgresql://")) as here:
+        elsewhere.execute("SELECT pg_current_xact_id()")  # open, with a transaction id
+        first = world.report()
+        with world.service.db.connect() as conn:
+            rows, _ = read_changes(conn, "action", partner_id=world.partner_id)
+        assert [r.subject for r in rows] == [str(first["id"])]
+        here.execute("SELECT pg_current_xact_id()")
+        second = world.report()
+        with world.service.db.connect() as conn:
+            rows, _ = read_changes(conn, "action", partner_id=world.partner_id)
+        assert [r.subject for r in rows] == [str(first["id"])]  # held back, not skipped
+        here.rollback()
+        with world.service.db.connect() as conn:
+            rows, _ = read_changes(conn, "action", partner_id=world.partner_id)
+        assert [r.subject for r in rows] == [str(first["id"]), str(second["id"])]
+        elsewhere.rollback()

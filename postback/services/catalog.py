@@ -13,7 +13,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     insert,
-    literal_column,
     or_,
     select,
     update,
@@ -25,7 +24,7 @@ from postback.core.payload import MONEY_FIELDS, changed_fields
 from postback.core.values import format_date, format_money
 from postback.db.schema import catalog_item, change_log, contract, program
 from postback.models import CatalogBulkIn, CatalogItemIn
-from postback.services.change_log import START, Cursor, encode_cursor
+from postback.services.change_log import START, Cursor, encode_cursor, visible_bound
 from postback.services.errors import Invalid, NotFound
 from postback.services.integrity import unique_violation
 from postback.services.outbox import CatalogChange, enqueue_catalog_events
@@ -221,9 +220,9 @@ def head_cursor(conn: Connection, program_id: int) -> str:
     committed after this transaction's reads (one it already saw may come again)."""
     query = select(change_log.c.txid, change_log.c.id).where(
         change_log.c.kind == "catalog", change_log.c.program_id == program_id)
-    if conn.dialect.name == "postgresql":
-        query = query.where(change_log.c.txid < literal_column(
-            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+    bound = visible_bound(conn)
+    if bound is not None:
+        query = query.where(change_log.c.txid < bound)
     row = conn.execute(query.order_by(change_log.c.txid.desc(), change_log.c.id.desc())
                        .limit(1)).first()
     return encode_cursor(Cursor(row.txid, row.id) if row else START)

@@ -9,7 +9,11 @@ order and ``txid`` stays 0. On PostgreSQL ``txid`` is the id of the transaction 
 the row, and a read returns only rows whose ``txid`` is below its snapshot's ``xmin``:
 every transaction that could still commit a row ordered before the cursor has ended, so
 the rows a reader has passed are final. A long-open writer holds the feed back (never
-past it) until it commits or rolls back.
+past it) until it commits or rolls back — only a writer in this database: the snapshot's
+open transactions that ``pg_stat_activity`` shows in another database of the server are
+left out of the bound (they cannot write here), so another application's long transaction
+on the same server does not stall the feeds. Where the role may not see other sessions'
+transaction ids (no ``pg_read_all_stats``), every open one counts, which is only slower.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, and_, insert, literal_column, or_, select, tuple_
+from sqlalchemy import Connection, and_, insert, literal_column, or_, select, text, tuple_
 
 from postback.db.schema import change_log
 
@@ -55,6 +59,29 @@ def _txid(conn: Connection) -> Any:
     return 0
 
 
+#: Below it every transaction of this database that could write a change has ended: the
+#: lowest transaction the snapshot sees open, leaving out those of other databases, or the
+#: snapshot's xmax when there is none. (A separate statement before the read is safe: the
+#: read's snapshot is later, and sees every transaction this one saw ended.)
+_BOUND = text("""
+WITH s AS (SELECT pg_current_snapshot() AS snap)
+SELECT coalesce(
+  (SELECT min(x::text::bigint) FROM s, pg_snapshot_xip(s.snap) AS x
+    WHERE x::text::bigint % 4294967296 NOT IN (
+      SELECT backend_xid::text::bigint FROM pg_stat_activity
+       WHERE datname IS DISTINCT FROM current_database() AND backend_xid IS NOT NULL)),
+  (SELECT pg_snapshot_xmax(snap)::text::bigint FROM s))
+""")
+
+
+def visible_bound(conn: Connection) -> int | None:
+    """PostgreSQL: the ``txid`` below which the change log is final (see the module's
+    docstring); None on SQLite, where every committed row is."""
+    if conn.dialect.name != "postgresql":
+        return None
+    return int(conn.execute(_BOUND).scalar_one())
+
+
 def record_changes(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
     """Insert change rows (``kind``, ``change_id``, ``brand_id``, ``program_id``,
     ``partner_id``, ``subject``, ``trigger``, ``sequence``, ``values``, ``created_at``)."""
@@ -80,11 +107,11 @@ def read_changes(conn: Connection, kind: str, *, partner_id: int | None = None,
                           (change_log.c.program_id, program_id)):
         if value is not None:
             query = query.where(column == value)
-    if conn.dialect.name == "postgresql":
+    bound = visible_bound(conn)
+    if bound is not None:
         query = query.where(
             tuple_(change_log.c.txid, change_log.c.id) > tuple_(after.txid, after.id),
-            change_log.c.txid < literal_column(
-                "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))
+            change_log.c.txid < bound)
     else:
         query = query.where(or_(change_log.c.txid > after.txid,
                                 and_(change_log.c.txid == after.txid,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from sqlalchemy import Connection, func, literal_column, select
+from sqlalchemy import Connection, func, select
 
 from postback.db.schema import change_log
 from postback.services.catalog import readable_program
@@ -19,6 +19,7 @@ from postback.services.change_log import (
     decode_cursor,
     encode_cursor,
     read_changes,
+    visible_bound,
 )
 from postback.services.errors import Invalid
 
@@ -74,10 +75,9 @@ def read_updates(conn: Connection, kind: Kind, role: Role, account_id: int,
 
 def signature(conn: Connection) -> tuple[int, ...]:
     """What changes whenever a feed read could return something it did not before: the
-    newest change's id and, on PostgreSQL, the snapshot's ``xmin`` (a read returns only
-    changes of transactions below it). A long poll reads again when this changes."""
-    if conn.dialect.name == "postgresql":
-        row = conn.execute(select(func.coalesce(func.max(change_log.c.id), 0), literal_column(
-            "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"))).one()
-        return int(row[0]), int(row[1])
-    return (int(conn.execute(select(func.coalesce(func.max(change_log.c.id), 0))).scalar_one()),)
+    newest change's id and, on PostgreSQL, the bound below which changes are final (a read
+    returns only changes of transactions below it). A long poll reads again when this
+    changes."""
+    newest = int(conn.execute(select(func.coalesce(func.max(change_log.c.id), 0))).scalar_one())
+    bound = visible_bound(conn)
+    return (newest,) if bound is None else (newest, bound)
