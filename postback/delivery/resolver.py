@@ -110,5 +110,8 @@ def vet_host_now(host: str, policy: AddressPolicy, timeout: float) -> tuple[str 
                 "on every send"
         except OSError as exc:
             return None, f"{host} does not resolve now ({exc}); postbacks fail until it does"
+        except UnicodeError:  # the IDNA codec: a label over 63 characters, or an empty one
+            return (f"{host} is not a host name: each part between dots must be 1 to 63 "
+                    "letters, digits or hyphens"), None
     reason = policy.first_refusal(addresses)
     return (None if reason is None else f"{reason} ({host} resolves to it)"), None
