@@ -173,7 +173,7 @@ REFUSALS: list[tuple[dict[str, Any], str, str]] = [
     ({"columns": ["ActionId", "Payot"]}, "columns[1]", "did you mean Payout"),
     ({"columns": ["ActionId", "ActionId"]}, "columns[1]", "already column 1"),
     ({"columns": ["EventId"]}, "columns[0]", "ChangeId"),
-    ({"columns": ["CatalogItemId"]}, "columns[0]", "not a column of a actions feed"),
+    ({"columns": ["CatalogItemId"]}, "columns[0]", "not a column of an actions feed"),
     ({"schedule": {"every": "weekly", "at": "06:00"}}, "schedule.day", "weekday"),
     ({"schedule": {"every": "monthly", "day": 31}}, "schedule.day", "last"),
     ({"schedule": {"every": "daily", "at": "6am"}}, "schedule.at", "HH:MM"),
@@ -206,6 +206,19 @@ def test_every_refusal_names_the_field_and_the_fix(w: World) -> None:
         assert body["field"].startswith(field), (change, body)
         assert words in body["message"], (change, body)
     assert w.partner("GET", "/v1/feeds", 200)["items"] == []  # nothing half-written
+
+
+def test_refusals_in_chinese(w: World) -> None:
+    """The refusals carry their values into the reader's language, hints included."""
+    for change, expected in (
+            ({"columns": ["Payot"]},
+             "columns[0]：'Payot' 不是操作数据源的列；您是否想用 Payout, DeltaPayout？"),
+            ({"schedule": {"every": "daily", "at": "06:00", "time_zone": "Europe/Pari"}},
+             "schedule.time_zone：'Europe/Pari' 不是已知的时区；您是否想用 Europe/Paris"),
+            ({"columns": ["Payout", "Payout"]}, "columns[1]：Payout 已是第 1 列；每列只列一次")):
+        r = w.service.client.post("/v1/feeds", json=feed_body(**change), headers={
+            "Authorization": f"Bearer {w.partner_key}", "Accept-Language": "zh-CN"})
+        assert r.status_code == 422 and r.json()["message"].startswith(expected), r.json()
 
 
 def test_another_partners_feed_or_program_is_not_found(w: World) -> None:

@@ -321,6 +321,24 @@ KNOWN: tuple[Known, ...] = (
        event_type=_NUMBER, program=_NUMBER),
     _k(N_("amount and payout are unchanged; send a new amount or payout"),
        plain=N_("the amount and the payout are unchanged; enter a new amount or payout")),
+    # services/feeds.py, core/feed_schedule.py
+    _k(N_("%(reason)s: feeds go to public addresses only (an operator can open ranges for "
+          "testing with POSTBACK_ALLOW_TARGETS)"), "reason"),
+    _k(N_("this run's file was deleted on %(date)s: files are kept for the retention period "
+          "(POSTBACK_FEED_RETENTION_DAYS)"), date=r"[0-9-]+"),
+    _k(N_("this run has no file yet (it is %(status)s); try again when its status is "
+          "succeeded"), status=r"[a-z]+"),
+    _k(N_("%(name)s is a postback's own id and no column of a feed; use ChangeId, the id of "
+          "the change a row shows"), name=r"\S+"),
+    _k(N_("%(name)s is not a column of an actions feed%(hint)s"), "hint"),
+    _k(N_("%(name)s is not a column of a catalog feed%(hint)s"), "hint"),
+    _k(N_("; did you mean %(names)s?"), names=r"[^?]+"),
+    _k(N_(" (see GET /v1/feeds/columns?content=%(content)s for the names)"),
+       content=r"[a-z]+"),
+    _k(N_("%(name)s is already column %(number)s; list each column once"), name=r"\S+",
+       number=_NUMBER),
+    _k(N_("%(name)s is not a known time zone%(hint)s"), "hint"),
+    _k(N_("for a weekly feed, give the weekday: one of %(days)s")),
     # core/lifecycle.py
     _k(N_("reason %(reason)s is not a reason code; use one of %(codes)s")),
     _k(N_("cannot %(verb)s this action: it is already REVERSED"), "verb", verb=_WORD),
@@ -470,6 +488,37 @@ TEXTS = (
     N_("{Items} takes no format"),
     N_("a value map is KEY=VALUE pairs separated by commas, e.g. "
        "{Status:PENDING=0,APPROVED=1,REVERSED=2}"),
+    # data feeds (services/feeds.py, core/feed_schedule.py), replay, updates feeds
+    N_("feed"), N_("feed run"), N_("feed file"), N_("replay"),
+    N_("choose at least one column, e.g. ActionId, Status, Payout"),
+    N_("choose at least one column, e.g. CatalogItemId, Name, CurrentPrice"),
+    N_("a catalog feed is one program's catalog: give its program_id (a program you are "
+       "contracted on)"),
+    N_("this download link has expired; the run's page (GET /v1/feeds/{id}/runs/{run_id}) "
+       "gives a new one while the file is kept"),
+    N_("only an SFTP destination can be tested: a hosted feed needs no connection, and an "
+       "email feed's test is a run"),
+    N_("a catalog feed is always the whole current catalog; leave window out"),
+    N_("must be a host name (labels of 1 to 63 characters between dots) or an IP address, "
+       "e.g. sftp.partner.example"),
+    N_("email feeds are not available on this server: the operator has not set up a mail "
+       "relay (POSTBACK_SMTP_HOST); use hosted or sftp"),
+    N_("must be a host name or an IP address, e.g. sftp.partner.example"),
+    N_("give the password or private_key again when you change the host, port or username: "
+       "the stored one is never sent to another server"),
+    N_("an SFTP destination needs a password or a private_key"),
+    N_("give the time of day as HH:MM in 24-hour time, e.g. 06:30"),
+    N_('for a monthly feed, give a day of the month from 1 to 28, or "last" for the last day '
+       '(29, 30 and 31 are not in every month)'),
+    N_("an hourly feed runs every day: leave day out"),
+    N_("for an hourly feed, give the minute past each hour as :MM, e.g. :15"),
+    N_("a daily feed runs every day: leave day out"),
+    N_(" (use an IANA name such as Europe/Paris, America/New_York or UTC)"),
+    N_("must be after since"),
+    N_("a one-off replay URL is sent as written and cannot hold tokens such as {EventId}; "
+       "remove them"),
+    N_("is not a cursor this feed gave out: send back a next_cursor (or an item's cursor) "
+       "exactly as you received it, or leave after out to start from the first change"),
     # HTTP
     N_("send Authorization: Bearer <api key>"), N_("unknown or revoked API key"),
     N_("the body is not valid JSON (it must be UTF-8 text)"),

@@ -95,7 +95,8 @@ def _check_columns(content: str, columns: list[str]) -> list[str]:
             hints = suggest(name, frozenset(allowed))
             hint = f"; did you mean {', '.join(hints)}?" if hints else \
                 f" (see GET /v1/feeds/columns?content={content} for the names)"
-            raise Invalid(f"columns[{i}]", f"{name[:64]!r} is not a column of a {content} "
+            kind = "an actions" if content == "actions" else "a catalog"
+            raise Invalid(f"columns[{i}]", f"{name[:64]!r} is not a column of {kind} "
                           f"feed{hint}")
         if name in seen:
             raise Invalid(f"columns[{i}]", f"{name} is already column {seen[name] + 1}; "
