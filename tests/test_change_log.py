@@ -3,17 +3,23 @@ partner takes postbacks, and each postback of a change carrying that change's {C
 
 from __future__ import annotations
 
+import threading
 import time
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select, text
 
 from postback.db.schema import change_log, delivery
+from postback.models import CatalogBulkIn, CatalogItemIn
+from postback.services import catalog, updates
 from postback.services.change_log import decode_cursor, encode_cursor, read_changes
-from tests.conftest import PG_SERVER, World
+from tests.conftest import PG_SERVER, World, build_world
 from tests.receiver import Receiver
 from tests.test_settings_options import lifecycle_run
+from tests.test_updates_feed import read_all
 
 
 def _log(world: World) -> list[tuple[str, str, str, int | None]]:
@@ -109,3 +115,113 @@ def test_an_open_transaction_elsewhere_on_the_server_does_not_hold_the_feed_back
             rows, _ = read_changes(conn, "action", partner_id=world.partner_id)
         assert [r.subject for r in rows] == [str(first["id"]), str(second["id"])]
         elsewhere.rollback()
+
+
+def _pg_world(make_service: Any) -> World:
+    service = make_service(start_engine=False)
+    if service.db.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers never overlap")
+    return build_world(service)
+
+
+def _put(world: World, price: str) -> None:
+    with world.service.db.begin() as conn:
+        catalog.put_item(conn, world.brand_id, world.program_id, "X",
+                         CatalogItemIn(name="X", current_price=price), datetime.now(UTC))
+
+
+def _copy_then_changes(world: World, first: dict[str, Any]) -> tuple[dict[str, Any],
+                                                                      dict[str, Any]]:
+    """The partner's copy (the first page, then every change after its changes_cursor, in
+    the feed's order) and the brand's catalog."""
+    items = f"/v1/programs/{world.program_id}/catalog/items"
+    copy = {i["item_id"]: i.get("current_price") for i in first["items"]}
+    changes, _ = read_all(world, f"/v1/programs/{world.program_id}/catalog/changes",
+                          world.partner_key, after=first["changes_cursor"])
+    for change in changes:
+        copy[change["item_id"]] = change["values"]["CurrentPrice"] or None
+    return copy, {i["item_id"]: i.get("current_price")
+                  for i in world.brand("GET", items, 200)["items"]}
+
+
+def test_a_catalog_change_committed_during_the_first_page_is_not_lost(
+        make_service: Any) -> None:
+    """The first page's changes_cursor is found before its items are read: a change
+    committed in between is in the page and comes again after the cursor, never in
+    neither (each statement sees a newer snapshot at READ COMMITTED)."""
+    world = _pg_world(make_service)
+    items = f"/v1/programs/{world.program_id}/catalog/items"
+    world.brand("PUT", f"{items}/X", 200, json={"name": "X", "current_price": "10.00"})
+    armed = [True]
+
+    def between(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if armed[0] and "pg_snapshot_xip" in statement:  # the first page's bound
+            armed[0] = False
+            writer = threading.Thread(target=_put, args=(world, "20.00"))
+            writer.start()
+            writer.join()
+
+    event.listen(world.service.db, "before_cursor_execute", between)
+    try:
+        first = world.partner("GET", items, 200)
+    finally:
+        event.remove(world.service.db, "before_cursor_execute", between)
+    assert not armed[0]
+    copy, brands = _copy_then_changes(world, first)
+    assert copy == brands == {"X": "20.00"}
+
+
+def test_catalog_writes_of_one_program_are_listed_in_commit_order(make_service: Any) -> None:
+    """A bulk upsert that started writing first and a single PUT of the same item: the PUT
+    waits for the upsert (one writer per program's catalog), so the feed's order is the
+    order they committed in and a copy applying the changes in order ends as the brand's."""
+    world = _pg_world(make_service)
+    items = f"/v1/programs/{world.program_id}/catalog/items"
+    world.brand("PUT", f"{items}/X", 200, json={"name": "X", "current_price": "10.00"})
+    first = world.partner("GET", items, 200)
+    writers: list[threading.Thread] = []
+    with world.service.db.connect() as conn:
+        def during(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if statement.startswith("UPDATE catalog_item") and not writers:
+                writers.append(threading.Thread(target=_put, args=(world, "20.00")))
+                writers[0].start()
+                time.sleep(0.5)  # without one writer per program, the PUT commits now
+
+        event.listen(conn, "before_cursor_execute", during)
+        with conn.begin():
+            catalog.bulk_upsert(conn, world.brand_id, world.program_id,
+                                CatalogBulkIn.model_validate({"items": [
+                                    {"item_id": "A", "name": "A"},
+                                    {"item_id": "X", "name": "X", "current_price": "30.00"}]}),
+                                datetime.now(UTC))
+    writers[0].join(30)
+    copy, brands = _copy_then_changes(world, first)
+    assert brands["X"] == "20.00"  # the PUT came last
+    assert copy == brands
+
+
+def test_a_long_poll_is_not_woken_by_transactions_that_add_no_change(
+        make_service: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Heartbeats, deliveries and other writes move PostgreSQL's bound but add no change:
+    a waiting request reads its page again only when a change becomes readable."""
+    world = _pg_world(make_service)
+    reads: list[int] = []
+    real = updates.read_updates
+    monkeypatch.setattr(updates, "read_updates",
+                        lambda *a, **k: (reads.append(1), real(*a, **k))[1])
+    stop = threading.Event()
+
+    def unrelated_writes() -> None:
+        while not stop.is_set():
+            with world.service.db.begin() as conn:
+                conn.execute(text("SELECT pg_current_xact_id()"))
+            time.sleep(0.02)
+
+    writer = threading.Thread(target=unrelated_writes)
+    writer.start()
+    try:
+        page = world.partner("GET", "/v1/action-updates?wait=2", 200)
+    finally:
+        stop.set()
+        writer.join()
+    assert page["items"] == [] and len(reads) == 1

@@ -418,6 +418,8 @@ change_log = Table(
     Index("ix_change_log_partner", "kind", "partner_id", "txid", "id"),
     Index("ix_change_log_brand", "kind", "brand_id", "txid", "id"),
     Index("ix_change_log_program", "kind", "program_id", "txid", "id"),
+    # the long polls' wake-up: the newest transaction whose changes a read may return
+    Index("ix_change_log_txid", "txid"),
     sqlite_autoincrement=True,
 )
 
@@ -463,6 +465,9 @@ feed = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_feed_due", "enabled", "next_run_at"),
+    # ids never come back after a delete (SQLite would reuse the highest): a signed link
+    # or a bookmark of a deleted feed or run can never open another partner's
+    sqlite_autoincrement=True,
 )
 
 #: One run of a feed: ``phase`` queued -> producing -> produced (file stored, committed) ->
@@ -502,6 +507,7 @@ feed_run = Table(
     Index("ix_feed_run_feed", "feed_id", "id"),
     Index("ix_feed_run_due", "status", "next_attempt_at"),
     Index("ix_feed_run_expiry", "file_expires_at"),
+    sqlite_autoincrement=True,
 )
 
 #: A run's file, in chunks of at most 1 MiB, in the database: every API process on every

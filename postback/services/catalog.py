@@ -15,6 +15,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -54,9 +55,26 @@ def _check_item_id(item_id: str) -> None:
         raise Invalid("item_id", "must be 1 to 255 characters")
 
 
+#: the namespace of the per-program advisory lock of catalog writes ("cat1")
+_CATALOG_LOCK = 0x63617431
+
+
+def _one_writer(conn: Connection, program_id: int) -> None:
+    """PostgreSQL: one catalog write per program at a time, taken before the transaction
+    writes anything (an advisory lock gives it no transaction id). So the writes of one
+    program's catalog get their transaction ids in the order they commit, and the changes
+    feed (ordered by transaction id) lists them in commit order; and each works out its
+    difference from the catalog as the one before it left it. SQLite's writers never
+    overlap."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:space, :program)"),
+                     {"space": _CATALOG_LOCK, "program": program_id})
+
+
 def put_item(conn: Connection, brand_id: int, program_id: int, item_id: str,
              body: CatalogItemIn, now: datetime) -> dict[str, Any]:
     _own_program(conn, brand_id, program_id)
+    _one_writer(conn, program_id)
     _check_item_id(item_id)
     result = _apply(conn, program_id, {item_id: _data(body)}, remove_missing=False, now=now)
     change = next((k for k in ("added", "updated") if result[k]), "unchanged")
@@ -66,6 +84,7 @@ def put_item(conn: Connection, brand_id: int, program_id: int, item_id: str,
 def delete_item(conn: Connection, brand_id: int, program_id: int, item_id: str,
                 now: datetime) -> None:
     _own_program(conn, brand_id, program_id)
+    _one_writer(conn, program_id)
     row = conn.execute(select(catalog_item).where(
         catalog_item.c.program_id == program_id, catalog_item.c.item_id == item_id)).first()
     if row is None:
@@ -80,6 +99,7 @@ def bulk_upsert(conn: Connection, brand_id: int, program_id: int, body: CatalogB
     """Upsert up to 10,000 items, computing the diff here; with ``remove_missing`` the
     catalog becomes exactly this list. All or nothing."""
     _own_program(conn, brand_id, program_id)
+    _one_writer(conn, program_id)
     items: dict[str, dict[str, Any]] = {}
     for i, item in enumerate(body.items):
         if item.item_id in items:
@@ -187,8 +207,12 @@ def read_items(conn: Connection, role: str, account_id: int, program_id: int, *,
     Without ``updated_since``: every item by ``item_id`` (``next_cursor`` is the page's last
     ``item_id``). With it: the items updated at or after it, oldest change first, by
     ``(updated_at, id)``. ``changes_cursor`` is where the catalog's changes feed reads on
-    from: every change committed after this read comes after it."""
+    from: every change committed after this read comes after it. It is found before the
+    items are read (each statement sees a newer snapshot at READ COMMITTED): a change
+    committed in between is both in the page and after the cursor (it comes again, which
+    is harmless), never in neither."""
     readable_program(conn, role, account_id, program_id)
+    changes_cursor = head_cursor(conn, program_id)
     query = select(catalog_item).where(catalog_item.c.program_id == program_id)
     if updated_since is None:
         query = query.order_by(catalog_item.c.item_id)
@@ -211,7 +235,7 @@ def read_items(conn: Connection, role: str, account_id: int, program_id: int, *,
         next_cursor = (last.item_id if updated_since is None else
                        f"u{(last.updated_at - _EPOCH) // timedelta(microseconds=1)}.{last.id}")
     return {"items": [item_out(r.item_id, r.data, r.updated_at) for r in rows],
-            "next_cursor": next_cursor, "changes_cursor": head_cursor(conn, program_id)}
+            "next_cursor": next_cursor, "changes_cursor": changes_cursor}
 
 
 def head_cursor(conn: Connection, program_id: int) -> str:

@@ -1,11 +1,14 @@
-"""The change log: every ledger change once, with its token values, in commit order.
+"""The change log: every ledger change once, with its token values, in transaction order.
 
 The outbox records each change here in the transaction that makes it (``record_changes``);
 the updates feeds and the data feeds read it (``read_changes``) with a cursor that never
 skips or repeats a change, whatever commits concurrently.
 
 The cursor is ``(txid, id)``. SQLite's writers never overlap, so ``id`` order is commit
-order and ``txid`` stays 0. On PostgreSQL ``txid`` is the id of the transaction that wrote
+order and ``txid`` stays 0. On PostgreSQL the order is that of the writing transactions'
+ids (given at their first write): commit order for writes that wait for each other before
+writing (one program's catalog: ``services/catalog.py``), while two overlapping changes of
+one action may come the other way round, which ``Sequence`` orders. On PostgreSQL ``txid`` is the id of the transaction that wrote
 the row, and a read returns only rows whose ``txid`` is below its snapshot's ``xmin``:
 every transaction that could still commit a row ordered before the cursor has ended, so
 the rows a reader has passed are final. A long-open writer holds the feed back (never

@@ -74,10 +74,15 @@ def read_updates(conn: Connection, kind: Kind, role: Role, account_id: int,
 
 
 def signature(conn: Connection) -> tuple[int, ...]:
-    """What changes whenever a feed read could return something it did not before: the
-    newest change's id and, on PostgreSQL, the bound below which changes are final (a read
-    returns only changes of transactions below it). A long poll reads again when this
-    changes."""
-    newest = int(conn.execute(select(func.coalesce(func.max(change_log.c.id), 0))).scalar_one())
+    """What changes whenever a feed read could return something it did not before, and
+    (mostly) only then: a long poll reads again when this changes. SQLite: the newest
+    change's id. PostgreSQL: the newest transaction id among the changes a read may return
+    now (below the bound): a change becoming readable always raises it, since its
+    transaction id is at or above the bound every change readable before was below; other
+    transactions ending (heartbeats, deliveries) move the bound but not this."""
     bound = visible_bound(conn)
-    return (newest,) if bound is None else (newest, bound)
+    if bound is None:
+        return (int(conn.execute(select(func.coalesce(func.max(change_log.c.id), 0)))
+                    .scalar_one()),)
+    return (int(conn.execute(select(func.coalesce(func.max(change_log.c.txid), -1))
+                             .where(change_log.c.txid < bound)).scalar_one()),)

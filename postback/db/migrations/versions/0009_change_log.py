@@ -46,6 +46,7 @@ def upgrade() -> None:
     op.create_index("ix_change_log_partner", "change_log", ["kind", "partner_id", "txid", "id"])
     op.create_index("ix_change_log_brand", "change_log", ["kind", "brand_id", "txid", "id"])
     op.create_index("ix_change_log_program", "change_log", ["kind", "program_id", "txid", "id"])
+    op.create_index("ix_change_log_txid", "change_log", ["txid"])
     # the catalog read's ?updated_since=, paged by (updated_at, id)
     op.create_index("ix_catalog_item_updated", "catalog_item",
                     ["program_id", "updated_at", "id"])

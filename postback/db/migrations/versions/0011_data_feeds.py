@@ -45,6 +45,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["program_id"], ["program.id"],
                                 name="fk_feed_program_id_program"),
         sa.PrimaryKeyConstraint("id", name="pk_feed"),
+        sqlite_autoincrement=True,  # ids never reused: an old signed link opens nothing
     )
     op.create_index("ix_feed_partner_id", "feed", ["partner_id"])
     op.create_index("ix_feed_due", "feed", ["enabled", "next_run_at"])
@@ -81,6 +82,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_feed_run"),
         sa.UniqueConstraint("feed_id", "scheduled_for",
                             name="uq_feed_run_feed_id_scheduled_for"),
+        sqlite_autoincrement=True,
     )
     op.create_index("ix_feed_run_feed", "feed_run", ["feed_id", "id"])
     op.create_index("ix_feed_run_due", "feed_run", ["status", "next_attempt_at"])
