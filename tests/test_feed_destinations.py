@@ -12,9 +12,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, Session
 
 from postback.config import Settings
 from postback.core.addresses import AddressPolicy
@@ -35,7 +38,9 @@ from tests.feed_servers import (  # noqa: F401 (fixtures)
     RecordingSFTP,
     SftpServer,
     SmtpServer,
+    _Collector,
     destination_settings,
+    free_port,
     make_sftp_server,
     running_smtp_server,
     sftp_server,
@@ -325,6 +330,35 @@ def test_4xx_is_temporary_and_5xx_permanent(smtp_server: SmtpServer, feed_file: 
     assert error.permanent is permanent
     assert answer in error.reason and "127.0.0.1" in error.reason
     assert smtp_server.messages == []
+
+
+def test_a_refused_relay_login_names_the_setting_not_the_operators_username(
+        feed_file: Path) -> None:
+    """The partner reads the run's error: it says the operator's login was refused, never
+    the operator's account name (not even when the relay's answer repeats it)."""
+    username = "relay-account-7f3k"
+
+    def refuse(server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+               auth_data: Any) -> AuthResult:
+        return AuthResult(success=False, handled=False,
+                          message=f"535 5.7.8 no such login {username}")
+
+    port = free_port()
+    controller = Controller(_Collector(SmtpServer("127.0.0.1", port)), hostname="127.0.0.1",
+                            port=port, authenticator=refuse, auth_require_tls=False)
+    controller.start()
+    try:
+        settings = replace(SETTINGS, smtp_host="127.0.0.1", smtp_port=port, smtp_tls="none",
+                           smtp_from="f@postback.test", smtp_username=username,
+                           smtp_password="relay-Pa55")
+        error = fails(lambda: deliver_mail(MailTarget(to=("a@partner.example",)), feed_file,
+                                           "a.csv", "s", "b", settings))
+    finally:
+        controller.stop()
+    assert error.permanent
+    assert error.reason.startswith("the mail relay refused this server's login (the "
+                                   "operator's POSTBACK_SMTP_USERNAME / PASSWORD): 535")
+    assert username not in error.reason and "relay-Pa55" not in error.reason
 
 
 def test_email_needs_the_operators_relay(feed_file: Path, silent_port: int) -> None:

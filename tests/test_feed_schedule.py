@@ -106,6 +106,14 @@ def test_a_stopped_scheduler_runs_once_for_the_latest_missed_slot() -> None:
     (("daily", "09:00", 3), "day", "leave day out"),
     (("daily", "09:00", None, "Europe/Pari"), "time_zone", "Europe/Paris"),
     (("daily", "09:00", None, "../etc/passwd"), "time_zone", "not a known time zone"),
+    # files of the zoneinfo directory that are not IANA zones: the machine's own setting,
+    # tzdata's placeholder, a template
+    (("daily", "09:00", None, "localtime"), "time_zone", "'localtime' is not a known time "
+     "zone (use an IANA name such as Europe/Paris"),
+    (("daily", "09:00", None, "Factory"), "time_zone", "'Factory' is not a known time zone"),
+    (("daily", "09:00", None, "posixrules"), "time_zone", "'posixrules' is not a known time "
+     "zone"),
+    (("daily", "09:00", None, "posix/Europe/Paris"), "time_zone", "not a known time zone"),
 ])
 def test_refusals_name_the_part_and_the_fix(args: tuple[object, ...], field: str,
                                              words: str) -> None:
@@ -113,3 +121,8 @@ def test_refusals_name_the_part_and_the_fix(args: tuple[object, ...], field: str
         parse_schedule(*args)  # type: ignore[arg-type]
     assert caught.value.field == field
     assert words in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["UTC", "Etc/UTC", "Europe/Paris", "US/Eastern"])
+def test_utc_and_iana_zones_and_their_links_are_kept(name: str) -> None:
+    assert parse_schedule("daily", "06:00", None, name).time_zone == name

@@ -71,9 +71,18 @@ class Schedule:
                 "time_zone": self.time_zone}
 
 
+#: files of a zoneinfo directory that are not IANA zones: this machine's own setting
+#: (``localtime``), tzdata's placeholder (``Factory``), a template (``posixrules``) and
+#: data files some systems keep beside the zones
+NOT_ZONES = frozenset({"localtime", "Factory", "posixrules", "leapseconds", "leap-seconds",
+                       "tzdata.zi", "zone.tab", "zone1970.tab", "iso3166.tab", "SECURITY"})
+
+
 @cache
 def _zones() -> frozenset[str]:
-    return frozenset(available_timezones())
+    """The IANA zones (and their backward-compatible links, such as US/Eastern)."""
+    return frozenset(name for name in available_timezones()
+                     if name not in NOT_ZONES and not name.startswith(("posix/", "right/")))
 
 
 def zone(name: str) -> ZoneInfo:

@@ -148,10 +148,13 @@ class _Relay:
         if isinstance(exc, DestinationError):
             return exc
         if isinstance(exc, smtplib.SMTPAuthenticationError):
+            said = self.words(exc.smtp_error)
+            if self.settings.smtp_username:  # the operator's account is not the partner's
+                said = said.replace(self.settings.smtp_username, "***")
             return DestinationError(
-                f"the mail server at {where} refused the login of POSTBACK_SMTP_USERNAME "
-                f"'{self.settings.smtp_username}' ({exc.smtp_code} "
-                f"{self.words(exc.smtp_error)})", permanent=exc.smtp_code >= 500)
+                "the mail relay refused this server's login (the operator's "
+                f"POSTBACK_SMTP_USERNAME / PASSWORD): {exc.smtp_code} {said}",
+                permanent=exc.smtp_code >= 500)
         if isinstance(exc, smtplib.SMTPNotSupportedError):
             feature = "STARTTLS (POSTBACK_SMTP_TLS=starttls)" if stage == "STARTTLS" \
                 else "login (AUTH)"
