@@ -61,6 +61,8 @@ class Settings:
     # data feeds (services/feeds.py)
     #: how long a feed run's file is kept (hosted downloads, signed links), in days
     feed_retention_days: int = 30
+    #: how many feed runs the scheduler works at once (one slow destination holds one)
+    feed_workers: int = 4
     #: the address partners reach this service at: signed download links start with it
     public_url: str = "http://127.0.0.1:8000"
 
@@ -154,6 +156,8 @@ class Settings:
 
 
 SMTP_TLS_MODES = ("starttls", "tls", "none")
+#: each feed worker holds a database connection while it makes a file (the pool has 20)
+MAX_FEED_WORKERS = 16
 
 
 def _smtp_settings(env: Mapping[str, str]) -> dict[str, Any]:
@@ -197,8 +201,9 @@ def _smtp_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _feed_settings(env: Mapping[str, str]) -> dict[str, Any]:
-    """``POSTBACK_FEED_RETENTION_DAYS`` (1 to 3650, default 30) and ``POSTBACK_PUBLIC_URL``
-    (``http(s)://host[:port][/path]``, default http://127.0.0.1:8000), checked at start."""
+    """``POSTBACK_FEED_RETENTION_DAYS`` (1 to 3650, default 30), ``POSTBACK_FEED_WORKERS``
+    (1 to 16, default 4) and ``POSTBACK_PUBLIC_URL`` (``http(s)://host[:port][/path]``,
+    default http://127.0.0.1:8000), checked at start."""
     raw = (env.get("POSTBACK_FEED_RETENTION_DAYS") or "").strip()
     days = Settings.feed_retention_days
     if raw:
@@ -206,10 +211,17 @@ def _feed_settings(env: Mapping[str, str]) -> dict[str, Any]:
             raise ValueError(f"POSTBACK_FEED_RETENTION_DAYS must be a whole number of days "
                              f"from 1 to 3650, got {raw!r}")
         days = int(raw)
+    raw = (env.get("POSTBACK_FEED_WORKERS") or "").strip()
+    workers = Settings.feed_workers
+    if raw:
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_FEED_WORKERS:
+            raise ValueError(f"POSTBACK_FEED_WORKERS must be a whole number of feed runs "
+                             f"worked at once, from 1 to {MAX_FEED_WORKERS}, got {raw!r}")
+        workers = int(raw)
     url = (env.get("POSTBACK_PUBLIC_URL") or "").strip().rstrip("/") or Settings.public_url
     scheme, _, rest = url.partition("://")
     if (scheme.lower() not in ("http", "https") or not rest or rest.startswith("/")
             or any(c.isspace() or c in "?#@" for c in url) or not url.isascii()):
         raise ValueError(f"POSTBACK_PUBLIC_URL must be the http(s) address partners reach "
                          f"this service at, e.g. https://postbacks.example.com, got {url!r}")
-    return {"feed_retention_days": days, "public_url": url}
+    return {"feed_retention_days": days, "feed_workers": workers, "public_url": url}

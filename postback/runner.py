@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -23,6 +24,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -222,9 +224,12 @@ FEEDS_INTERVAL = 5.0
 
 async def _feeds_loop(db: DbEngine, settings: Settings, interval: float = FEEDS_INTERVAL
                       ) -> None:
-    """Data feeds: make due runs, work them (in a thread: a file of a million rows takes a
-    while, and the loop keeps heartbeating meanwhile), delete expired files."""
-    from postback.services.feed_runs import run_feeds
+    """Data feeds: ``POSTBACK_FEED_WORKERS`` threads of their own each claim a due run and
+    work it (a file of a million rows takes a while, a slow destination longer: it holds
+    one worker, the others go on; the loop keeps heartbeating meanwhile), and every
+    ``interval`` seconds due runs are made and expired files deleted. Cancelled, the
+    workers hand their runs back at their next step, and the loop waits for them."""
+    from postback.services.feed_runs import Tally, feed_worker, housekeep
 
     if settings.secret_key is None and Path("postback.key").exists():
         settings = with_secret_key(settings, create=False)
@@ -233,18 +238,27 @@ async def _feeds_loop(db: DbEngine, settings: Settings, interval: float = FEEDS_
                     "(their secrets and download links need it)")
         return
     stop = threading.Event()
+    worked = Tally()
+    # not the default executor: workers held by slow destinations never delay the heartbeat
+    pool = ThreadPoolExecutor(settings.feed_workers, thread_name_prefix="feeds")
+    loop = asyncio.get_running_loop()
+    workers = [loop.run_in_executor(pool, functools.partial(
+        feed_worker, db, settings, stop, interval=interval, worked=worked))
+        for _ in range(settings.feed_workers)]
     try:
         while True:
             try:
-                done = await asyncio.to_thread(run_feeds, db, settings, stop=stop)
+                done = {**await asyncio.to_thread(housekeep, db), "worked": worked.take()}
                 if any(done.values()):
                     log.info("feeds: %(scheduled)d runs made, %(worked)d worked, "
                              "%(files_deleted)d expired files deleted", done)
             except Exception:
                 log.exception("feeds run failed")
             await asyncio.sleep(interval)
-    finally:  # cancelled: the thread hands its run back at its next step
+    finally:  # cancelled: each worker hands its run back at its next step
         stop.set()
+        pool.shutdown(wait=False)
+        await asyncio.shield(asyncio.gather(*workers, return_exceptions=True))
 
 
 async def _heartbeat_loop(db: DbEngine, name: str, seconds: float) -> None:

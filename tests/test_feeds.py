@@ -5,13 +5,16 @@ on loopback, two executors racing, a run killed between its phases, retention.""
 
 from __future__ import annotations
 
+import asyncio
 import csv
+import dataclasses
 import gzip
 import io
 import json
 import multiprocessing
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,10 +25,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 
+from postback.config import Settings
 from postback.db.engine import make_engine
 from postback.db.schema import feed, feed_file_chunk, feed_run
+from postback.sealing import new_key
 from postback.services import feed_runs
 from postback.services.feed_runs import run_feeds
 from postback.services.scheduler import run_due
@@ -38,6 +44,7 @@ from tests.feed_servers import (  # noqa: F401
     sftp_server,
     smtp_server,
 )
+from tests.test_web import sign_in
 
 COLUMNS = ["ActionId", "Oid", "Status", "StatusDetail", "Amount", "Payout", "Sequence",
            "Trigger", "ClearedDate", "Items", "SubId1"]
@@ -576,6 +583,152 @@ def test_two_executors_racing_never_run_one_feed_twice_at_once(w: World) -> None
     runs = w.partner("GET", f"/v1/feeds/{made['id']}/runs", 200)["items"]
     assert [r["status"] for r in runs] == ["succeeded", "succeeded"]
     assert [r["rows"] for r in runs] == [0, 5]  # the second starts where the first ended
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_feeds_waiting_to_retry_never_starve_another_partners_feed(w: World) -> None:
+    """One partner's 20 feeds point at a server that is down: each run waits to retry, with
+    the next "run now" queued behind it. Another partner's run still goes out at once, and
+    no feed gets a second run while its first waits."""
+    dead = {"kind": "sftp", "host": "127.0.0.1", "port": closed_port(), "username": "u",
+            "password": "p"}
+    ids = [w.partner("POST", "/v1/feeds", 201, json=feed_body(destination=dead))["id"]
+           for _ in range(20)]
+    first = [w.partner("POST", f"/v1/feeds/{i}/run", 202)["run_id"] for i in ids]
+    work(w.service, retry_schedule=(600.0, 600.0, 600.0))
+    for feed_id, run_id in zip(ids, first, strict=True):
+        run = w.partner("GET", f"/v1/feeds/{feed_id}/runs/{run_id}", 200)
+        assert run["status"] == "running" and run["phase"] == "produced", run
+        assert "connection refused" in run["error"] and run["next_attempt_at"]
+    behind = [w.partner("POST", f"/v1/feeds/{i}/run", 202)["run_id"] for i in ids]
+    other = build_world(w.service)
+    made = other.partner("POST", "/v1/feeds", 201, json=feed_body())
+    queued = other.partner("POST", f"/v1/feeds/{made['id']}/run", 202)
+    assert work(w.service, retry_schedule=(600.0, 600.0, 600.0))["worked"] == 1
+    run = other.partner("GET", f"/v1/feeds/{made['id']}/runs/{queued['run_id']}", 200)
+    assert run["status"] == "succeeded", run
+    for feed_id, run_id in zip(ids, behind, strict=True):  # still one run of a feed at once
+        assert w.partner("GET", f"/v1/feeds/{feed_id}/runs/{run_id}", 200)["status"] == \
+            "queued"
+
+
+def test_a_stalled_sftp_server_holds_one_worker_and_another_partners_feed_goes_out(
+        make_service: Callable[..., Service]) -> None:
+    """The scheduler's feeds loop, as `postback scheduler` runs it: one partner's SFTP
+    server accepts the connection and never says a word (the run would wait for its
+    handshake for minutes); another partner's hosted feed is made and kept meanwhile."""
+    from postback import runner
+
+    service = make_service(start_engine=False, destination_connect_timeout=600.0,
+                           feed_workers=2)
+    stuck, other = build_world(service), build_world(service)
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        silent.settimeout(30)
+        slow = stuck.partner("POST", "/v1/feeds", 201, json=feed_body(destination={
+            "kind": "sftp", "host": "127.0.0.1", "port": silent.getsockname()[1],
+            "username": "u", "password": "p"}))
+        slow_run = stuck.partner("POST", f"/v1/feeds/{slow['id']}/run", 202)["run_id"]
+        made = other.partner("POST", "/v1/feeds", 201, json=feed_body())
+        queued = other.partner("POST", f"/v1/feeds/{made['id']}/run", 202)["run_id"]
+        settle(service)
+        control: dict[str, Any] = {}
+        started = threading.Event()
+
+        async def scheduler() -> None:
+            control["loop"], control["end"] = asyncio.get_running_loop(), asyncio.Event()
+            task = asyncio.create_task(runner._feeds_loop(service.db, service.settings,
+                                                          interval=0.1))
+            started.set()
+            await control["end"].wait()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+        thread = threading.Thread(target=asyncio.run, args=(scheduler(),), daemon=True)
+        thread.start()
+        started.wait(10)
+        conn, _ = silent.accept()  # the slow feed's run is connecting: it stalls here
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                run = other.partner("GET", f"/v1/feeds/{made['id']}/runs/{queued}", 200)
+                if run["status"] != "queued" and run["status"] != "running":
+                    break
+                time.sleep(0.1)
+            assert run["status"] == "succeeded", run
+            # ... while the stalled one is still waiting for the silent server
+            held = stuck.partner("GET", f"/v1/feeds/{slow['id']}/runs/{slow_run}", 200)
+            assert held["status"] == "running" and held["phase"] == "delivering", held
+        finally:
+            conn.close()  # the stalled run ends (a temporary failure), the loop stops
+            control["loop"].call_soon_threadsafe(control["end"].set)
+            thread.join(60)
+    assert not thread.is_alive()
+    held = stuck.partner("GET", f"/v1/feeds/{slow['id']}/runs/{slow_run}", 200)
+    assert held["status"] == "running" and held["phase"] == "produced" and held["error"]
+
+
+def test_the_number_of_feed_workers_is_checked_at_start() -> None:
+    assert Settings.from_env({}).feed_workers == 4
+    assert Settings.from_env({"POSTBACK_FEED_WORKERS": "8"}).feed_workers == 8
+    for bad in ("0", "17", "two", "-1", "1.5"):
+        with pytest.raises(ValueError, match="POSTBACK_FEED_WORKERS must be a whole number "
+                           "of feed runs worked at once, from 1 to 16"):
+            Settings.from_env({"POSTBACK_FEED_WORKERS": bad})
+
+
+def test_a_secret_sealed_under_another_key_fails_only_what_needs_it(
+        make_service: Callable[..., Service], sftp_server: SftpServer) -> None:
+    """The operator changed POSTBACK_SECRET_KEY without keeping the old key: reads (the API
+    and the Data Feeds screen) still work and say a password is stored; a run or a save
+    that needs the password fails alone, saying to enter it again; entering it mends it."""
+    w = build_world(make_service(start_engine=False))
+    sftp = w.partner("POST", "/v1/feeds", 201, json=feed_body(
+        destination=sftp_destination(sftp_server)))
+    hosted = w.partner("POST", "/v1/feeds", 201, json=feed_body(name="Hosted"))
+    # another process on the same database, whose key does not open what the first sealed
+    rekeyed = make_service(start_engine=False, secret_key=new_key())
+    r = dataclasses.replace(w, service=rekeyed)
+    listed = r.partner("GET", "/v1/feeds", 200)["items"]
+    assert {f["id"]: f["destination"].get("password_set") for f in listed} == {
+        sftp["id"]: True, hosted["id"]: None}
+    assert r.partner("GET", f"/v1/feeds/{sftp['id']}", 200)["destination"][
+        "private_key_set"] is False
+    client = TestClient(rekeyed.client.app, base_url="http://testserver")
+    sign_in(client, w.partner_key)
+    page = client.get("/partner/feeds")
+    assert page.status_code == 200 and "Hosted" in page.text
+    assert client.get(f"/partner/feeds/{sftp['id']}").status_code == 200
+    # a save that keeps the stored password: refused, naming the field, nothing written
+    same = {k: v for k, v in sftp_destination(sftp_server).items() if k != "password"}
+    refused = r.partner("PUT", f"/v1/feeds/{sftp['id']}", 422,
+                        json=feed_body(name="Renamed", destination=same))
+    assert refused["field"] == "destination.password"
+    reason = ("the stored password cannot be opened with this server's POSTBACK_SECRET_KEY;"
+              " enter it again")
+    assert refused["message"] == f"destination.password: {reason}"
+    assert r.partner("GET", f"/v1/feeds/{sftp['id']}", 200)["name"] == "Daily actions"
+    # a run that needs it fails with that reason; the other feed's run goes out
+    failed = r.partner("POST", f"/v1/feeds/{sftp['id']}/run", 202)["run_id"]
+    fine = r.partner("POST", f"/v1/feeds/{hosted['id']}/run", 202)["run_id"]
+    work(rekeyed)
+    run = r.partner("GET", f"/v1/feeds/{sftp['id']}/runs/{failed}", 200)
+    assert run["status"] == "failed" and run["error"] == reason
+    assert r.partner("GET", f"/v1/feeds/{hosted['id']}/runs/{fine}", 200)["status"] == \
+        "succeeded"
+    tested = r.partner("POST", f"/v1/feeds/{sftp['id']}/test", 200)
+    assert tested["ok"] is False and tested["answer"] == reason
+    assert sftp_server.auth_attempts == []
+    # entering the password again seals it under the new key
+    r.partner("PUT", f"/v1/feeds/{sftp['id']}", 200,
+              json=feed_body(destination=sftp_destination(sftp_server)))
+    assert run_now(r, sftp["id"])["status"] == "succeeded"
 
 
 @pytest.mark.parametrize("stage", ["chunk", "produced", "delivered"])

@@ -9,7 +9,11 @@ A run's phases, each committed before the next begins::
 * **One run of a feed at a time, across every process.** A run is claimed only while the
   feed's row is locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite has one writer)
   and no other run of the feed is ``running`` — a run waiting to retry its delivery counts
-  as running, so runs of one feed go out in order.
+  as running, so runs of one feed go out in order. Such feeds are left out of the claim's
+  due list in SQL, so they never fill it and keep other feeds' runs waiting.
+* **Workers.** The scheduler works up to ``POSTBACK_FEED_WORKERS`` runs at once, a thread
+  each (:func:`feed_worker`), each claiming its own run through :func:`claim`: a slow
+  destination holds one worker, never the others.
 * **Leases.** The executor holds the run until ``lease_until`` (the database's clock) and
   renews it from a thread while it works; every write it makes checks it still holds the
   lease (so a run taken over after a stall is never written by two). A worker that dies
@@ -26,6 +30,7 @@ A run's phases, each committed before the next begins::
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import socket
@@ -65,11 +70,11 @@ from postback.delivery.feed_destinations import (
     deliver_mail,
     deliver_sftp,
 )
-from postback.sealing import SealError
 from postback.services.change_log import START, decode_cursor, encode_cursor, read_changes
 from postback.services.feeds import (
     CHUNK_BYTES,
     LINK_DAYS,
+    UnopenableSecret,
     download_url,
     pin_host_key,
     sftp_target,
@@ -98,9 +103,13 @@ class LeaseLost(Exception):
     deleted): it stops without writing anything more."""
 
 
+_EXECUTORS = itertools.count(1)
+
+
 def executor_name() -> str:
-    return f"feeds:{socket.gethostname()[:22]}:{os.getpid()}:{threading.get_ident() % 10000}"[
-        :40]
+    """A new executor's name for the leases it takes: the host, the process and a number
+    no other executor of this process has (each worker thread takes its own)."""
+    return f"feeds:{socket.gethostname()[:20]}:{os.getpid()}:{next(_EXECUTORS)}"[:40]
 
 
 # -- the scheduler ---------------------------------------------------------------------------
@@ -154,10 +163,18 @@ def claim(engine: Engine, owner: str, lease_seconds: float) -> Claimed | None:
     queued run when none is running."""
     with engine.begin() as conn:
         now = db_now(conn)
+        # only runs that may start now count against the limit: a queued run whose feed
+        # has a run in progress (under a lease, or waiting for its retry) is left out here,
+        # so feeds stuck behind a dead server never fill the list and starve the others
+        busy = feed_run.alias("busy")
+        in_progress = exists().where(
+            busy.c.feed_id == feed_run.c.feed_id, busy.c.status == "running",
+            or_(busy.c.next_attempt_at > now, busy.c.lease_until >= now))
         due = (select(feed_run.c.feed_id, func.min(feed_run.c.next_attempt_at).label("at"))
                .where(feed_run.c.status.in_(("queued", "running")),
                       feed_run.c.next_attempt_at <= now,
-                      or_(feed_run.c.lease_until.is_(None), feed_run.c.lease_until < now))
+                      or_(feed_run.c.lease_until.is_(None), feed_run.c.lease_until < now),
+                      ~in_progress)
                .group_by(feed_run.c.feed_id).order_by("at").limit(20))
         for feed_id in [r.feed_id for r in conn.execute(due)]:
             lock = select(feed.c.id).where(feed.c.id == feed_id)
@@ -437,9 +454,8 @@ def _send(engine: Engine, run: Any, feed_row: Any, config: Settings) -> Delivere
     dest = dict(feed_row["destination"])
     try:
         target = sftp_target(feed_row, config) if dest["kind"] == "sftp" else None
-    except SealError as exc:
-        raise Permanent(f"the SFTP password or key cannot be opened ({exc}); save the "
-                        "feed's destination again") from None
+    except UnopenableSecret as exc:  # this run fails; the partner enters the secret again
+        raise Permanent(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="postback-feed-") as tmp:
         path = _materialize(engine, run, tmp)
         if target is not None:
@@ -574,25 +590,109 @@ def sweep_files(engine: Engine, batch: int = 100) -> int:
             total += len(ids)
 
 
-# -- one pass, for the scheduler loop and `postback feeds run-due` ---------------------------
+# -- the scheduler's workers, and one pass for `postback feeds run-due` -----------------------
+
+class Tally:
+    """A count shared by worker threads (runs worked, for the scheduler's log)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._count = 0
+
+    def add(self) -> None:
+        with self._lock:
+            self._count += 1
+
+    def take(self) -> int:
+        """The count since the last take."""
+        with self._lock:
+            count, self._count = self._count, 0
+            return count
+
+
+def _claim_logged(engine: Engine, owner: str, lease: float) -> Claimed | None:
+    try:
+        return claim(engine, owner, lease)
+    except Exception:  # the database is busy or away: the next look tries again
+        log.exception("feeds: claiming a run failed")
+        return None
+
+
+def _work(engine: Engine, claimed: Claimed, owner: str, config: Settings, lease: float,
+          retry_schedule: Sequence[float], stop: threading.Event | None) -> None:
+    try:
+        execute(engine, claimed, owner, config, lease, retry_schedule, stop=stop)
+    except Exception:  # handing it back failed: its lease runs out and it is resumed
+        log.exception("feed run %d: could not be handed back", claimed.run_id)
+
+
+def feed_worker(engine: Engine, config: Settings, stop: threading.Event, *,
+                interval: float, lease_seconds: float | None = None,
+                retry_schedule: Sequence[float] = RETRY_SCHEDULE,
+                worked: Tally | None = None) -> None:
+    """One of the scheduler's ``POSTBACK_FEED_WORKERS`` threads, until ``stop`` is set: claim
+    a due run (the same claim as every other worker and process, so a feed still has one
+    run at a time) and work it; when none is due, look again after ``interval`` seconds.
+    A run against a slow destination holds this worker only; the others go on."""
+    owner = executor_name()
+    lease = lease_seconds if lease_seconds is not None else config.lease_seconds
+    while not stop.is_set():
+        claimed = _claim_logged(engine, owner, lease)
+        if claimed is None:
+            stop.wait(interval)
+            continue
+        _work(engine, claimed, owner, config, lease, retry_schedule, stop)
+        if worked is not None:
+            worked.add()
+
+
+def housekeep(engine: Engine) -> dict[str, int]:
+    """Make due runs and delete expired files (the scheduler's part besides its workers)."""
+    return {"scheduled": schedule_due(engine), "files_deleted": sweep_files(engine)}
+
 
 def run_feeds(engine: Engine, config: Settings, *, owner: str | None = None,
               max_runs: int = 20, lease_seconds: float | None = None,
               retry_schedule: Sequence[float] = RETRY_SCHEDULE,
-              stop: threading.Event | None = None) -> dict[str, int]:
-    """Make due runs, work due runs one after the other (up to ``max_runs``), and delete
-    expired files. Blocking: call it from a thread; ``stop`` set ends it at the next step
-    (a run under way is handed back, to be resumed)."""
-    owner = owner or executor_name()
+              stop: threading.Event | None = None,
+              workers: int | None = None) -> dict[str, int]:
+    """One pass: make due runs, work due runs (up to ``max_runs``, ``workers`` at once,
+    default ``POSTBACK_FEED_WORKERS``: a slow destination holds one of them only), and
+    delete expired files. Blocking: call it from a thread; ``stop`` set ends it at the next
+    step (a run under way is handed back, to be resumed)."""
     lease = lease_seconds if lease_seconds is not None else config.lease_seconds
+    count = max(1, workers if workers is not None else config.feed_workers)
     done = {"scheduled": schedule_due(engine), "worked": 0, "files_deleted": 0}
-    for _ in range(max_runs):
-        if stop is not None and stop.is_set():
-            break
-        claimed = claim(engine, owner, lease)
-        if claimed is None:
-            break
-        execute(engine, claimed, owner, config, lease, retry_schedule, stop=stop)
-        done["worked"] += 1
+    budget = [max_runs]
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def worker(me: str) -> None:
+        try:
+            while not (stop is not None and stop.is_set()):
+                with lock:
+                    if budget[0] <= 0 or errors:
+                        return
+                    budget[0] -= 1
+                claimed = claim(engine, me, lease)
+                if claimed is None:
+                    return
+                execute(engine, claimed, me, config, lease, retry_schedule, stop=stop)
+                with lock:
+                    done["worked"] += 1
+        except BaseException as exc:  # raised by the pass, once every worker has ended
+            with lock:
+                errors.append(exc)
+
+    names = [owner] if owner is not None and count == 1 else \
+        [f"{owner[:36]}:{i}" if owner is not None else executor_name() for i in range(count)]
+    threads = [threading.Thread(target=worker, args=(name,), name=f"feed-pass-{i}",
+                                daemon=True) for i, name in enumerate(names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
     done["files_deleted"] = sweep_files(engine)
     return done

@@ -58,6 +58,7 @@ from postback.delivery.feed_destinations import (
 )
 from postback.delivery.resolver import vet_host_now
 from postback.models import FeedIn, FeedWindowIn, SftpDestinationIn
+from postback.sealing import SealError
 from postback.services.errors import Invalid, NotFound
 
 #: how long a signed download link is good for (never past the file's own expiry)
@@ -215,7 +216,12 @@ def _destination(body: FeedIn, stored: Any, config: Settings) -> _Destination:
     if dest.password is not None or dest.private_key is not None:
         secret = {"password": dest.password, "private_key": dest.private_key}
     elif same_server and stored["destination_secret"]:
-        secret = json.loads(config.sealer.open(stored["destination_secret"]))
+        try:
+            secret = json.loads(config.sealer.open(stored["destination_secret"]))
+        except SealError:
+            what = "private_key" if _secret_flags(stored)[1] and not _secret_flags(stored)[0] \
+                else "password"
+            raise Invalid(f"destination.{what}", unopenable(what)) from None
     elif stored is not None and old.get("kind") == "sftp":
         raise Invalid("destination.password", "give the password or private_key again when "
                       "you change the host, port or username: the stored one is never sent "
@@ -232,6 +238,8 @@ def _destination(body: FeedIn, stored: Any, config: Settings) -> _Destination:
         private_key=secret["private_key"], directory=dest.directory, host_key=host_key))
     if problem is not None:
         raise Invalid(_sftp_field(problem), problem)
+    public["password_set"] = bool(secret["password"])
+    public["private_key_set"] = bool(secret["private_key"])
     changed = public != old or not same_server or host_key != (
         stored["host_key"] if stored is not None else None) or (
         dest.password is not None or dest.private_key is not None)
@@ -267,14 +275,34 @@ def _values(conn: Connection, partner_id: int, body: FeedIn, stored: Any,
 
 # -- reads ---------------------------------------------------------------------------------
 
+def unopenable(what: str) -> str:
+    """What a partner is told when the stored password or key no longer opens (the
+    operator changed POSTBACK_SECRET_KEY without keeping the old key)."""
+    words = "private key" if what == "private_key" else "password"
+    return (f"the stored {words} cannot be opened with this server's POSTBACK_SECRET_KEY; "
+            "enter it again")
+
+
+def _secret_flags(row: Any) -> tuple[bool, bool]:
+    """Whether the feed stores a password, a private key: read from the destination as it
+    was saved (``password_set`` / ``private_key_set`` beside the sealed secret), never by
+    opening the secret, so a read never fails on a secret this server cannot open. A feed
+    saved before the flags were kept, with a secret stored, counts as a password."""
+    dest = dict(row["destination"])
+    if not row["destination_secret"]:
+        return False, False
+    if "password_set" in dest or "private_key_set" in dest:
+        return bool(dest.get("password_set")), bool(dest.get("private_key_set"))
+    return True, False
+
+
 def _destination_out(row: Any, config: Settings) -> dict[str, Any]:
     dest = dict(row["destination"])
     if dest["kind"] == "hosted":
         return {"kind": "hosted", "retention_days": config.feed_retention_days}
     if dest["kind"] == "email":
         return {"kind": "email", "to": list(dest["to"]), "attach": bool(dest["attach"])}
-    secret = json.loads(config.sealer.open(row["destination_secret"])) \
-        if row["destination_secret"] else {}
+    password_set, private_key_set = _secret_flags(row)
     host_key = row["host_key"]
     try:
         fingerprint = host_key_fingerprint(host_key) if host_key else None
@@ -282,8 +310,7 @@ def _destination_out(row: Any, config: Settings) -> dict[str, Any]:
         fingerprint = None
     return {"kind": "sftp", "host": dest["host"], "port": dest["port"],
             "username": dest["username"], "directory": dest["directory"],
-            "password_set": bool(secret.get("password")),
-            "private_key_set": bool(secret.get("private_key")),
+            "password_set": password_set, "private_key_set": private_key_set,
             "host_key": host_key, "host_key_fingerprint": fingerprint}
 
 
@@ -547,10 +574,21 @@ def linked_file(conn: Connection, token: str, config: Settings) -> StoredFile:
 
 # -- test connection ---------------------------------------------------------------------------
 
+class UnopenableSecret(Exception):
+    """The feed's stored password or key does not open with this server's key: the run
+    (or the test) fails with this reason; the partner enters the secret again."""
+
+
 def sftp_target(row: Any, config: Settings) -> SftpTarget:
-    """The feed's SFTP target with its secret opened (never shown, never logged)."""
+    """The feed's SFTP target with its secret opened (never shown, never logged);
+    :class:`UnopenableSecret` if it cannot be opened."""
     dest = dict(row["destination"])
-    secret = json.loads(config.sealer.open(row["destination_secret"]))
+    try:
+        secret = json.loads(config.sealer.open(row["destination_secret"]))
+    except SealError:
+        password, key = _secret_flags(row)
+        raise UnopenableSecret(unopenable("private_key" if key and not password
+                                          else "password")) from None
     return SftpTarget(host=dest["host"], port=dest["port"], username=dest["username"],
                       password=secret.get("password"), private_key=secret.get("private_key"),
                       directory=dest["directory"], host_key=row["host_key"])
@@ -575,6 +613,8 @@ def test_destination(engine: Engine, partner_id: int, feed_id: int, config: Sett
                       "feed needs no connection, and an email feed's test is a run")
     try:
         done = probe_sftp(sftp_target(row, config), config)
+    except UnopenableSecret as exc:
+        return {"ok": False, "answer": str(exc), "host_key": row["host_key"]}
     except DestinationError as exc:
         return {"ok": False, "answer": exc.reason, "host_key": row["host_key"]}
     with engine.begin() as conn:
