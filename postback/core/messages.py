@@ -339,6 +339,8 @@ KNOWN: tuple[Known, ...] = (
        number=_NUMBER),
     _k(N_("%(name)s is not a known time zone%(hint)s"), "hint"),
     _k(N_("for a weekly feed, give the weekday: one of %(days)s")),
+    _k(N_("the stored %(secret)s cannot be opened with this server's POSTBACK_SECRET_KEY; "
+          "enter it again"), "secret", secret=r"password|private key"),
     # core/lifecycle.py
     _k(N_("reason %(reason)s is not a reason code; use one of %(codes)s")),
     _k(N_("cannot %(verb)s this action: it is already REVERSED"), "verb", verb=_WORD),
@@ -490,6 +492,7 @@ TEXTS = (
        "{Status:PENDING=0,APPROVED=1,REVERSED=2}"),
     # data feeds (services/feeds.py, core/feed_schedule.py), replay, updates feeds
     N_("feed"), N_("feed run"), N_("feed file"), N_("replay"),
+    N_("password"), N_("private key"),
     N_("choose at least one column, e.g. ActionId, Status, Payout"),
     N_("choose at least one column, e.g. CatalogItemId, Name, CurrentPrice"),
     N_("a catalog feed is one program's catalog: give its program_id (a program you are "

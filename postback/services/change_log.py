@@ -8,10 +8,10 @@ The cursor is ``(txid, id)``. SQLite's writers never overlap, so ``id`` order is
 order and ``txid`` stays 0. On PostgreSQL the order is that of the writing transactions'
 ids (given at their first write): commit order for writes that wait for each other before
 writing (one program's catalog: ``services/catalog.py``), while two overlapping changes of
-one action may come the other way round, which ``Sequence`` orders. On PostgreSQL ``txid`` is the id of the transaction that wrote
-the row, and a read returns only rows whose ``txid`` is below its snapshot's ``xmin``:
-every transaction that could still commit a row ordered before the cursor has ended, so
-the rows a reader has passed are final. A long-open writer holds the feed back (never
+one action may come the other way round, which ``Sequence`` orders. A read returns only
+rows whose ``txid`` is below the lowest transaction its snapshot sees open: every
+transaction that could still commit a row ordered before the cursor has ended, so the
+rows a reader has passed are final. A long-open writer holds the feed back (never
 past it) until it commits or rolls back — only a writer in this database: the snapshot's
 open transactions that ``pg_stat_activity`` shows in another database of the server are
 left out of the bound (they cannot write here), so another application's long transaction
