@@ -39,13 +39,14 @@ KINDS = {
     "event_type_ids": "event_type", "action_id": "action", "inquiry_id": "inquiry",
     "delivery_id": "delivery", "setting_id": "setting", "key_id": "key",
     "sample_id": "sample", "account_id": "account", "item_id": "item", "oid": "oid",
-    "replay_id": "replay",
+    "replay_id": "replay", "feed_id": "feed", "run_id": "run",
 }
 #: ids that only mean something under another id of the same request (a catalog item under
 #: its program): tried as A's only together with A's other ids, B's own otherwise
-SCOPED = {"item"}
+SCOPED = {"item", "run"}
 #: parameters that are not ids: a fixed value
-FIXED = {"slug": "action-lifecycle", "change": "approve", "code": "en"}
+FIXED = {"slug": "action-lifecycle", "change": "approve", "code": "en",
+         "token": "1.1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}  # a feed file's link
 #: parameters that are positions, not references (a page cursor): left out
 POSITIONS = {"cursor"}
 #: field values that a schema alone cannot tell (money is a decimal string, dates need an
@@ -57,6 +58,7 @@ VALUES: dict[str, Any] = {
     "reason": "ORDER_UPDATE", "resolution_status": "VALID", "inquiry_type": "UNTRACKED",
     "partner_type": "cashback", "account_type": "brand", "sku": "SKU-1",
     "oid": "OID-WALK",  # a brand's own order id in a body; a filter in a query
+    "columns": ["ActionId"],  # a feed's: token names
 }
 #: the one place a brand names a partner it does not see yet: contracting it is how a
 #: brand comes to see a partner, so there the answer must differ (a made-up one is a 404)
@@ -120,6 +122,10 @@ def build_tenant(service: Service, tag: str) -> Tenant:
     assert deliveries, "the world needs a delivery"
     replayed = call("POST", "/v1/deliveries/replay", t.partner_key, 200,
                     json={"since": "2000-01-01T00:00:00Z"})
+    feed = call("POST", "/v1/feeds", t.partner_key, 201, json={
+        "content": "actions", "schedule": {"every": "daily", "at": "06:00"},
+        "format": "csv", "columns": ["ActionId"], "destination": {"kind": "hosted"}})
+    run = call("POST", f"/v1/feeds/{feed['id']}/run", t.partner_key, 202)
     key_ids = [k["id"] for k in keys]
     t.ids = {
         "program": [pid], "event_type": [sale, lead], "partner": [partner["id"]],
@@ -128,6 +134,7 @@ def build_tenant(service: Service, tag: str) -> Tenant:
         "setting": [made["id"], level["id"], global_id], "key": key_ids,
         "sample": [action["id"], inquiry["id"]], "account": [brand["id"], partner["id"]],
         "item": [f"ITEM-{tag}"], "oid": [f"OID-{tag}"], "replay": [replayed["id"]],
+        "feed": [feed["id"]], "run": [run["run_id"]],
     }
     return t
 
@@ -158,8 +165,9 @@ def _fake(slot_index: int, kind: str) -> Any:
 def _resolve(spec: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     while "$ref" in schema:
         schema = spec["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
-    if "anyOf" in schema:
-        return _resolve(spec, next(s for s in schema["anyOf"] if s.get("type") != "null"))
+    for union in ("anyOf", "oneOf"):  # the first choice that is not null (a feed's
+        if union in schema:          # destination: hosted)
+            return _resolve(spec, next(s for s in schema[union] if s.get("type") != "null"))
     return schema
 
 
@@ -177,6 +185,8 @@ def _template(spec: dict[str, Any], schema: dict[str, Any], where: str,
         return VALUES[name], False
     if "enum" in schema:
         return schema["enum"][0], False
+    if "const" in schema:
+        return schema["const"], False
     kind = schema.get("type")
     if kind == "object":
         out, any_slot = {}, False
