@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select, text, update
+from sqlalchemy import select, update
 
 from postback.config import Settings
 from postback.db.engine import make_engine
@@ -44,6 +44,7 @@ from tests.feed_servers import (  # noqa: F401
     sftp_server,
     smtp_server,
 )
+from tests.test_updates_feed import settle
 from tests.test_web import sign_in
 
 COLUMNS = ["ActionId", "Oid", "Status", "StatusDetail", "Amount", "Payout", "Sequence",
@@ -69,24 +70,6 @@ def feed_body(**over: Any) -> dict[str, Any]:
         "destination": {"kind": "hosted"}}
     body.update(over)
     return body
-
-
-def settle(service: Service) -> None:
-    """On PostgreSQL a feed reads a change once every transaction older than it has ended
-    (in the whole server: the change log's no-skip rule), so a change made a moment ago
-    can wait for the next run; the tests wait for that before a run."""
-    if not service.settings.database_url.startswith("postgresql"):
-        return
-    deadline = time.monotonic() + 60
-    with service.db.connect() as conn:
-        while time.monotonic() < deadline:
-            behind = conn.execute(text(
-                "SELECT count(*) FROM change_log WHERE txid >= "
-                "pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one()
-            conn.rollback()
-            if not behind:
-                return
-            time.sleep(0.05)
 
 
 def work(service: Service, **kw: Any) -> dict[str, int]:

@@ -16,14 +16,14 @@ from typing import Any
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
 from postback.api.updates import LongPolls
 from postback.core.tokens import ACTION_TOKENS, CATALOG_TOKENS, INQUIRY_TOKENS
 from postback.db.schema import change_log
 from postback.models import ActionIn, ActionPatchIn
 from postback.services import ledger
-from postback.services.change_log import decode_cursor
+from postback.services.change_log import decode_cursor, visible_bound
 from postback.services.scheduler import run_due
 from tests.conftest import RECENT, Service, World, build_world
 from tests.receiver import Receiver
@@ -38,16 +38,16 @@ def every_token_body(tokens: Any) -> str:
 
 def settle(service: Service) -> None:
     """On PostgreSQL, until every committed change is one a read returns: a change shows
-    once every transaction older than it has ended, the delivery engine's and heartbeats'
-    (and any other database's on the server) included; that takes a moment, not forever."""
+    once every transaction of this database older than it has ended (the delivery engine's
+    and heartbeats' included); that takes a moment, not forever."""
     if service.db.dialect.name != "postgresql":
         return
-    xmin = text("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
 
     def settled() -> bool:
         with service.db.connect() as conn:
             newest = conn.execute(select(func.max(change_log.c.txid))).scalar_one()
-            return newest is None or newest < conn.execute(select(xmin)).scalar_one()
+            bound = visible_bound(conn)
+            return newest is None or (bound is not None and newest < bound)
 
     until(settled)
 

@@ -13,13 +13,11 @@ import html
 import io
 import json
 import re
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import text
 
 from postback.services.feed_runs import run_feeds
 from tests.conftest import ADMIN, Service, World, build_world
@@ -30,6 +28,7 @@ from tests.feed_servers import (  # noqa: F401
     sftp_server,
     smtp_server,
 )
+from tests.test_updates_feed import settle
 from tests.test_web import browser, sign_in
 
 
@@ -42,23 +41,6 @@ def w(make_service: Callable[..., Service], smtp_server: SmtpServer) -> World:
                                     smtp_from="Feeds <feeds@postback.test>",
                                     destination_connect_timeout=2.0,
                                     destination_idle_timeout=2.0))
-
-
-def settle(service: Service) -> None:
-    """On PostgreSQL a feed reads a change once every older transaction has ended (the
-    change log's no-skip rule): wait for that before a run."""
-    if not service.settings.database_url.startswith("postgresql"):
-        return
-    deadline = time.monotonic() + 60
-    with service.db.connect() as conn:
-        while time.monotonic() < deadline:
-            behind = conn.execute(text(
-                "SELECT count(*) FROM change_log WHERE txid >= "
-                "pg_snapshot_xmin(pg_current_snapshot())::text::bigint")).scalar_one()
-            conn.rollback()
-            if not behind:
-                return
-            time.sleep(0.05)
 
 
 def work(service: Service) -> None:
