@@ -20,7 +20,8 @@ test: $(STAMP)
 	$(BIN)/ruff check postback tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist worksteal -m "not serial" $(PYTEST_ARGS)
+	$(BIN)/pytest -m serial $(PYTEST_ARGS)
 
 # The README's screenshots, taken by the browser tests.
 screenshots: $(STAMP)

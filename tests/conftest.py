@@ -9,6 +9,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +47,16 @@ RECENT = (datetime.now(UTC) - timedelta(days=1)).replace(hour=18, minute=4, seco
                                                          microsecond=0).isoformat()
 
 
+#: the longest tests, started first, so that no test process is left running one of them
+#: alone at the end of the parallel run (make test)
+LONGEST = ("test_faults.py::test_a_retry_queue_past_100000_drains", "test_migration_crash.py::",
+           "test_supervisor.py::test_sigterm_stops_within_20_s")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: not any(part in item.nodeid for part in LONGEST))
+
+
 def _pg_reachable() -> bool:
     try:
         with psycopg.connect(PG_SERVER, connect_timeout=3):
@@ -68,13 +79,19 @@ def pg_database() -> Iterator[str]:
         if IN_CI:
             pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} (CI never skips it)")
         pytest.skip(f"PostgreSQL is not reachable at {PG_SERVER}")
+    with fresh_pg_database() as url:
+        upgrade(url)
+        yield url
+
+
+@contextmanager
+def fresh_pg_database() -> Iterator[str]:
+    """An empty PostgreSQL database of its own (not migrated), dropped afterwards."""
     name = f"postback_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_SERVER, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = PG_SERVER.rsplit("/", 1)[0] + "/" + name
     try:
-        upgrade(url)
-        yield url
+        yield PG_SERVER.rsplit("/", 1)[0] + "/" + name
     finally:
         with psycopg.connect(PG_SERVER, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -21,6 +21,8 @@ from postback.delivery.curl import CurlSender
 from postback.delivery.http import AiohttpSender, Sender
 from tests.conftest import IN_CI
 
+pytestmark = pytest.mark.serial  # see pyproject.toml
+
 RECEIVER = """
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):

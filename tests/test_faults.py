@@ -59,6 +59,7 @@ def restart_postgres() -> None:
                    check=True, timeout=120, capture_output=True)
 
 
+@pytest.mark.serial  # restarts PostgreSQL (see pyproject.toml)
 def test_kills_restarts_and_flapping_lose_nothing(make_service: Any, db_url: str,
                                                   capsys: Any) -> None:
     service = make_service(start_engine=False)

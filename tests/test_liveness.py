@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from postback.db.schema import delivery, worker
 from tests.conftest import IN_CI, LOOPBACK_ENV, build_world
+from tests.packages import one_install_at_a_time
 from tests.receiver import Answer, Receiver
 
 #: as shipped: leases far longer than any liveness figure, so only liveness explains them
@@ -131,12 +132,13 @@ def libfaketime() -> str | None:
 
     if found() is None and os.geteuid() == 0 and shutil.which("apt-get"):
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "install", "-y", "-qq", "faketime"],
-                    ["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "faketime"]):
-            subprocess.run(cmd, env=env, check=False, capture_output=True, timeout=600)
-            if found() is not None:
-                break
+        with one_install_at_a_time():
+            for cmd in (["apt-get", "install", "-y", "-qq", "faketime"],
+                        ["apt-get", "update", "-qq"],
+                        ["apt-get", "install", "-y", "-qq", "faketime"]):
+                if found() is not None:
+                    break
+                subprocess.run(cmd, env=env, check=False, capture_output=True, timeout=600)
     return found()
 
 
