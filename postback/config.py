@@ -65,6 +65,9 @@ class Settings:
     feed_workers: int = 4
     #: the address partners reach this service at: signed download links start with it
     public_url: str = "http://127.0.0.1:8000"
+    #: an attempt's response body is emptied this many days after it was sent (the attempt,
+    #: its status, headers, timing and error stay); 0 keeps bodies for ever
+    attempt_body_retention_days: int = 90
 
     @cached_property
     def sealer(self) -> Sealer:
@@ -202,8 +205,9 @@ def _smtp_settings(env: Mapping[str, str]) -> dict[str, Any]:
 
 def _feed_settings(env: Mapping[str, str]) -> dict[str, Any]:
     """``POSTBACK_FEED_RETENTION_DAYS`` (1 to 3650, default 30), ``POSTBACK_FEED_WORKERS``
-    (1 to 16, default 4) and ``POSTBACK_PUBLIC_URL`` (``http(s)://host[:port][/path]``,
-    default http://127.0.0.1:8000), checked at start."""
+    (1 to 16, default 4), ``POSTBACK_PUBLIC_URL`` (``http(s)://host[:port][/path]``,
+    default http://127.0.0.1:8000) and ``POSTBACK_ATTEMPT_BODY_RETENTION_DAYS`` (0 to
+    36500, default 90), checked at start."""
     raw = (env.get("POSTBACK_FEED_RETENTION_DAYS") or "").strip()
     days = Settings.feed_retention_days
     if raw:
@@ -224,4 +228,13 @@ def _feed_settings(env: Mapping[str, str]) -> dict[str, Any]:
             or any(c.isspace() or c in "?#@" for c in url) or not url.isascii()):
         raise ValueError(f"POSTBACK_PUBLIC_URL must be the http(s) address partners reach "
                          f"this service at, e.g. https://postbacks.example.com, got {url!r}")
-    return {"feed_retention_days": days, "feed_workers": workers, "public_url": url}
+    raw = (env.get("POSTBACK_ATTEMPT_BODY_RETENTION_DAYS") or "").strip()
+    bodies = Settings.attempt_body_retention_days
+    if raw:
+        if not raw.isdigit() or not 0 <= int(raw) <= 36500:
+            raise ValueError(f"POSTBACK_ATTEMPT_BODY_RETENTION_DAYS must be a whole number of "
+                             f"days (0 keeps response bodies for ever, at most 36500), "
+                             f"got {raw!r}")
+        bodies = int(raw)
+    return {"feed_retention_days": days, "feed_workers": workers, "public_url": url,
+            "attempt_body_retention_days": bodies}

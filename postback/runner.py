@@ -3,7 +3,8 @@
 * ``api``: the API and the web app (uvicorn); the only process that listens on a port.
 * ``worker``: a delivery engine (run several: on one SQLite file, or on PostgreSQL from any
   number of machines).
-* ``scheduler``: locking, clearing and inquiry auto-approval when their dates come.
+* ``scheduler``: locking, clearing and inquiry auto-approval when their dates come; data
+  feeds; the Deliveries chart's rollup and attempt-body retention.
 * ``serve``: the one-command default: migrations, the sealing key and the operator token
   once, then a supervisor (``supervisor.py``) runs ``api``, N ``worker`` and
   ``scheduler`` as child processes and keeps them running.
@@ -23,6 +24,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -261,6 +263,46 @@ async def _feeds_loop(db: DbEngine, settings: Settings, interval: float = FEEDS_
         await asyncio.shield(asyncio.gather(*workers, return_exceptions=True))
 
 
+#: how often the scheduler folds the Deliveries chart's deltas, and runs retention
+FOLD_INTERVAL = 2.0
+PRUNE_INTERVAL = 60.0
+FOLD_ROUNDS = 50  # batches folded before the loop looks at retention again
+
+
+async def _housekeeping_loop(db: DbEngine, settings: Settings) -> None:
+    """Keeps reads cheap: the chart's deltas folded into its rollup every
+    ``FOLD_INTERVAL`` seconds, and attempt bodies past
+    ``POSTBACK_ATTEMPT_BODY_RETENTION_DAYS`` emptied every ``PRUNE_INTERVAL``; each a
+    bounded batch per transaction, so neither holds a write lock for long."""
+    from postback.services import rollup
+
+    pruned_at = 0.0
+    unvacuumed = 0
+    while True:
+        try:
+            for _ in range(FOLD_ROUNDS):  # then retention gets its turn, however busy
+                folded = await asyncio.to_thread(rollup.compact, db)
+                unvacuumed += folded
+                if folded < rollup.FOLD_BATCH:
+                    break
+            if unvacuumed >= rollup.VACUUM_AFTER:
+                unvacuumed = 0
+                await asyncio.to_thread(rollup.vacuum, db)
+            if time.monotonic() - pruned_at >= PRUNE_INTERVAL:
+                pruned_at = time.monotonic()
+                while True:
+                    done = await asyncio.to_thread(rollup.prune, db, datetime.now(UTC),
+                                                   settings.attempt_body_retention_days)
+                    if done["attempt_bodies_emptied"]:
+                        log.info("retention: %(attempt_bodies_emptied)d attempt bodies "
+                                 "emptied", done)
+                    if done["attempts_walked"] < rollup.PRUNE_BATCH:
+                        break
+        except Exception:
+            log.exception("housekeeping failed; trying again in %g s", FOLD_INTERVAL)
+        await asyncio.sleep(FOLD_INTERVAL)
+
+
 async def _heartbeat_loop(db: DbEngine, name: str, seconds: float) -> None:
     from postback.services.scheduler import heartbeat
 
@@ -287,7 +329,8 @@ async def schedule(settings: Settings) -> None:
     await asyncio.to_thread(heartbeat, db, name, settings.heartbeat_seconds)
     tasks = [asyncio.create_task(_heartbeat_loop(db, name, settings.heartbeat_seconds)),
              asyncio.create_task(_lifecycle_loop(db, settings.lifecycle_interval)),
-             asyncio.create_task(_feeds_loop(db, settings))]
+             asyncio.create_task(_feeds_loop(db, settings)),
+             asyncio.create_task(_housekeeping_loop(db, settings))]
     log.info("scheduler %s started", name)
     try:
         await stop.wait()

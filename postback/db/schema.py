@@ -347,6 +347,46 @@ delivery = Table(
     Index("ix_delivery_replay", "replay_id", "status",
           postgresql_where=text("replay_id IS NOT NULL"),
           sqlite_where=text("replay_id IS NOT NULL")),
+    # a partner's list filtered by each of its filters, newest first, in time that does not
+    # grow with the table (0012): a filter that matches nothing would otherwise read it all
+    Index("ix_delivery_partner_status", "partner_id", "status", "id"),
+    Index("ix_delivery_partner_trigger", "partner_id", "trigger", "id"),
+    Index("ix_delivery_partner_type", "partner_id", "notification_type", "id"),
+    Index("ix_delivery_action", "action_id", "id"),
+)
+
+#: The Deliveries chart's rollup (0012): deliveries per partner, hour of creation (UTC,
+#: ``YYYY-MM-DD HH``) and state (delivered, retrying, failed, due). Triggers on ``delivery``
+#: append ``delivery_hourly_delta`` rows for each change of state, in the writing transaction
+#: (one per row changed; on PostgreSQL one per hour and state for each INSERT statement)
+#: (append-only: concurrent writers never wait for each other on a counter row); the
+#: scheduler folds the deltas into ``delivery_hourly`` (``services/rollup.py``), and a read
+#: adds what is not folded yet. Every path that changes a delivery is counted, by
+#: construction.
+delivery_hourly = Table(
+    "delivery_hourly", metadata,
+    Column("partner_id", Integer, primary_key=True),
+    Column("hour", String(13), primary_key=True),
+    Column("state", String(10), primary_key=True),
+    Column("n", BigInteger, nullable=False),
+)
+
+#: Where each bounded background pass stopped (``services/rollup.py``: the attempt-body
+#: retention walks ``delivery_attempt`` by id, a batch per transaction, from here)
+housekeeping = Table(
+    "housekeeping", metadata,
+    Column("name", String(40), primary_key=True),
+    Column("last_id", BigInteger, nullable=False),
+)
+
+delivery_hourly_delta = Table(
+    "delivery_hourly_delta", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("partner_id", Integer, nullable=False),
+    Column("hour", String(13), nullable=False),
+    Column("old_state", String(10)),  # NULL: a new delivery
+    Column("new_state", String(10), nullable=False),
+    Column("n", Integer, nullable=False),  # deliveries that made this move at once
 )
 
 delivery_attempt = Table(

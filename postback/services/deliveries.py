@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, select, update
+from sqlalchemy import Connection, Engine, select, update
 
 from postback.core.lifecycle import RuleViolation
 from postback.core.responses import readable, readable_headers
@@ -92,31 +92,6 @@ def last_latencies(conn: Connection, delivery_ids: list[int]) -> dict[int, float
                         .where(delivery_attempt.c.delivery_id.in_(delivery_ids))
                         .order_by(delivery_attempt.c.number, delivery_attempt.c.id))
     return {row.delivery_id: row.latency_ms for row in rows}
-
-
-def hourly_outcomes(conn: Connection, partner_id: int, since: datetime
-                    ) -> dict[datetime, dict[str, int]]:
-    """Deliveries created since ``since``, per hour (UTC) of creation: how many were
-    delivered, are retrying (pending after a failure) and failed."""
-    if conn.dialect.name == "postgresql":
-        hour: Any = func.date_trunc("hour", delivery.c.created_at)
-    else:
-        hour = func.strftime("%Y-%m-%d %H:00:00", delivery.c.created_at)
-    state = case((delivery.c.status == "succeeded", "delivered"),
-                 (delivery.c.status == "failed", "failed"),
-                 ((delivery.c.status == "pending") & (delivery.c.failures > 0), "retrying"),
-                 else_="due")
-    rows = conn.execute(
-        select(hour.label("hour"), state.label("state"), func.count().label("n"))
-        .where(delivery.c.partner_id == partner_id, delivery.c.created_at >= since)
-        .group_by(hour, state)).all()
-    out: dict[datetime, dict[str, int]] = {}
-    for row in rows:
-        at = row.hour if isinstance(row.hour, datetime) else datetime.fromisoformat(row.hour)
-        at = at.replace(tzinfo=since.tzinfo) if at.tzinfo is None else at
-        out.setdefault(at, {"delivered": 0, "retrying": 0, "failed": 0, "due": 0})[
-            row.state] = row.n
-    return out
 
 
 def get_delivery(conn: Connection, partner_id: int, delivery_id: int) -> dict[str, Any]:

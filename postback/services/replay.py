@@ -46,9 +46,9 @@ from postback.core.render import CONTENT_TYPES, TOKEN_RE, BodyFormat
 from postback.core.values import format_date, utc
 from postback.db.engine import reader
 from postback.db.schema import change_log, delivery, notification_setting, replay
-from postback.db.wakeup import notify_due
 from postback.services.errors import Invalid, NotFound
 from postback.services.notification_settings import compile_setting, vet_target
+from postback.services.outbox import insert_deliveries
 from postback.services.paging import page
 
 #: how long the same request is the same replay
@@ -163,9 +163,7 @@ def _run(engine: Engine, replay_id: int, now: datetime, chunk: int,
                              .values(queued_at=now))
                 return
             rows, skipped = _new_deliveries(conn, r, sources, now)
-            if rows:
-                conn.execute(insert(delivery), rows)
-                notify_due(conn)
+            insert_deliveries(conn, rows)
             done = r.replayed + r.skipped + len(rows) + skipped
             conn.execute(update(replay).where(replay.c.id == replay_id).values(
                 cursor=sources[-1].id, replayed=replay.c.replayed + len(rows),

@@ -20,6 +20,7 @@ from postback.models import ReplayIn
 from postback.services import deliveries as service
 from postback.services import notification_settings as ns
 from postback.services import replay as replays
+from postback.services import rollup
 from postback.services.errors import Invalid, NotFound
 from postback.web.chart import hourly_svg
 from postback.web.pages import EMPTY, Filled, Forbidden, Form, Id, Page, page, utc_input
@@ -56,7 +57,9 @@ def _list(p: Page, status_code: int = 200, filled: Filled = EMPTY, type: str = "
             since=utc_input(filters["since"]), until=utc_input(filters["until"]),
             cursor=int(cursor) if cursor.isdigit() else None, limit=50)
         latencies = service.last_latencies(conn, [d["id"] for d in found["items"]])
-        counts = service.hourly_outcomes(conn, p.account_id, now - timedelta(days=7))
+        # the chart's 168 hours, the current one last: its totals count what it draws
+        first_hour = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=7 * 24 - 1)
+        counts = rollup.hourly_outcomes(conn, p.account_id, first_hour)
         recent = replays.list_replays(conn, p.account_id, limit=5)["items"]
     for r in recent:
         r["bar"] = Markup(_progress_bar(r, p.gettext(
