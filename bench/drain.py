@@ -1,10 +1,12 @@
 """Drain a backlog: N due postbacks already in the database, one engine process sends them
 all and records every attempt. Printed beside the baselines measured in the same run: a
 bare pycurl multi loop and a bare aiohttp loop sending the same GETs to the same receiver,
-and (with ``--celery``) the usual Python build, Celery + Redis + requests.
+and (with ``--celery``) the usual Python build, Celery + Redis + requests, and (with
+``--arq``) the modern async one, arq + aiohttp.
 
     .venv/bin/python bench/drain.py [--count 200000] [--partners 10] [--db sqlite,postgresql]
-                                    [--celery 3000] [--workers 1,2,4] [--profile PREFIX]
+                                    [--celery 3000] [--arq 50000] [--workers 1,2,4]
+                                    [--profile PREFIX]
 
 ``--db memory`` runs the same engine with the queue in memory (no database at all): the
 difference to a database's row is what the database costs. ``--workers`` runs several
@@ -321,6 +323,15 @@ def bare_pycurl(urls: list[str], concurrency: int = 512) -> float | None:
     return len(urls) / (time.perf_counter() - started)
 
 
+def received_rate(receiver: str, count: int, started: float, name: str) -> float:
+    """Postbacks a second from ``started`` until the receiver has all ``count``."""
+    while get(f"{receiver}/__stats")["count"] < count:
+        if time.perf_counter() - started > DEADLINE:
+            raise RuntimeError(f"{name} did not finish in time")
+        time.sleep(0.05)
+    return count / (time.perf_counter() - started)
+
+
 def celery_build(urls: list[str], receiver: str) -> float | None:
     """Celery + Redis + requests, as a Python team would build it: one task per postback,
     a prefork worker with one process per core."""
@@ -345,15 +356,53 @@ def celery_build(urls: list[str], receiver: str) -> float | None:
         started = time.perf_counter()
         for url in urls:
             send.apply_async((url,), queue=queue)
-        while get(f"{receiver}/__stats")["count"] < len(urls):
-            if time.perf_counter() - started > DEADLINE:
-                raise RuntimeError("celery did not finish in time")
-            time.sleep(0.05)
-        return len(urls) / (time.perf_counter() - started)
+        return received_rate(receiver, len(urls), started, "celery")
     finally:
         worker.terminate()
         worker.wait(timeout=30)
         redis.Redis.from_url(REDIS).delete(queue)
+
+
+def arq_build(urls: list[str], receiver: str) -> float | None:
+    """arq + aiohttp, the modern async way: asyncio jobs in Redis, one worker process per
+    core, each with 512 jobs at once. The backlog is written first, then the workers start:
+    the clock runs from their start until the receiver has every postback."""
+    try:
+        import arq  # noqa: F401
+        import redis
+    except ImportError:
+        return None
+    from arq import create_pool
+    from arq.connections import RedisSettings
+
+    queue = f"bench-arq-{uuid.uuid4().hex[:8]}"
+
+    async def enqueue() -> None:
+        pool = await create_pool(RedisSettings.from_dsn(REDIS), default_queue_name=queue)
+        try:
+            for start in range(0, len(urls), 1000):
+                await asyncio.gather(*(pool.enqueue_job("send", url)
+                                       for url in urls[start:start + 1000]))
+        finally:
+            await pool.aclose()
+
+    get(f"{receiver}/__reset")
+    asyncio.run(enqueue())
+    env = {**os.environ, "BENCH_BROKER": REDIS, "BENCH_QUEUE": queue}
+    started = time.perf_counter()
+    workers = [subprocess.Popen([sys.executable, "-m", "arq", "arq_app.WorkerSettings"],
+                                cwd=HERE, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+               for _ in range(os.cpu_count() or 2)]
+    try:
+        return received_rate(receiver, len(urls), started, "arq")
+    finally:
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            worker.wait(timeout=30)
+        client = redis.Redis.from_url(REDIS)
+        client.delete(queue, *client.keys("arq:job:*"), *client.keys("arq:retry:*"))
 
 
 # -- the run ------------------------------------------------------------------------------
@@ -380,6 +429,7 @@ def main() -> None:
     p.add_argument("--db", default="sqlite,postgresql")
     p.add_argument("--client", default="curl,aiohttp", help="the engine's HTTP drivers to run")
     p.add_argument("--celery", type=int, default=0, help="postbacks for the Celery baseline")
+    p.add_argument("--arq", type=int, default=0, help="postbacks for the arq + aiohttp baseline")
     p.add_argument("--workers", default="1",
                    help="engine processes draining one database at once, e.g. 1,2,4")
     p.add_argument("--profile", metavar="PREFIX",
@@ -436,6 +486,10 @@ def main() -> None:
             rows.insert(0, ("bare pycurl multi loop", bare_pycurl(urls), "512 concurrent"))
             get(f"http://127.0.0.1:{port}/__reset")
             rows.insert(1, ("bare aiohttp loop", asyncio.run(ceiling(urls)), "512 concurrent"))
+            if args.arq:
+                rate = arq_build(urls[:args.arq], f"http://127.0.0.1:{port}")
+                rows.append((f"arq + aiohttp ({args.arq})", rate,
+                             f"{os.cpu_count()} worker processes, 512 jobs each"))
             if args.celery:
                 rate = celery_build(urls[:args.celery], f"http://127.0.0.1:{port}")
                 rows.append((f"Celery + Redis + requests ({args.celery})", rate,
@@ -445,11 +499,12 @@ def main() -> None:
         receiver.wait(timeout=10)
     pycurl_rate, aiohttp_rate = rows[0][1], rows[1][1]
     celery_rate = rows[-1][1] if args.celery else None
+    arq_rate = next((rate for name, rate, _ in rows if name.startswith("arq")), None)
     print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.processor() or platform.machine()}"
           f" · {os.cpu_count()} cores · Python {platform.python_version()} · "
           f"{args.count} postbacks, {args.partners} endpoints\n")
-    print("| run | postbacks/s | vs pycurl | vs aiohttp | vs Celery | notes |")
-    print("|---|---:|---:|---:|---:|---|")
+    print("| run | postbacks/s | vs pycurl | vs aiohttp | vs Celery | vs arq | notes |")
+    print("|---|---:|---:|---:|---:|---:|---|")
 
     def ratio(rate: float | None, base: float | None) -> str:
         return f"{rate / base:.2f}" if rate and base else "—"
@@ -457,7 +512,7 @@ def main() -> None:
     for name, rate, notes in rows:
         shown = f"{rate:,.0f}" if rate else "not installed"
         print(f"| {name} | {shown} | {ratio(rate, pycurl_rate)} | {ratio(rate, aiohttp_rate)}"
-              f" | {ratio(rate, celery_rate)} | {notes} |")
+              f" | {ratio(rate, celery_rate)} | {ratio(rate, arq_rate)} | {notes} |")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,37 @@ def wait_http(url: str) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@contextmanager
+def receiver_process() -> Iterator[str]:
+    """``bench/receiver.py`` in a process of its own, ready; yields its URL."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "receiver.py"), str(port)])
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/__reset")
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def database(kind: str, tmp: Path) -> Iterator[str]:
+    """A fresh database: a SQLite file under ``tmp``, or a PostgreSQL database on ``PG``
+    dropped afterwards."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp}/bench-{uuid.uuid4().hex[:6]}.db"
+        return
+    name = f"postback_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with psycopg.connect(PG, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -196,13 +229,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="steady load duration")
     parser.add_argument("--skip-pg", action="store_true")
     args = parser.parse_args()
-    port = free_port()
-    receiver_proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "receiver.py"),
-                                      str(port)])
-    receiver = f"http://127.0.0.1:{port}"
     rows: list[tuple[str, dict[str, float]]] = []
-    try:
-        wait_http(f"{receiver}/__reset")
+    with receiver_process() as receiver:
         urls = [f"{receiver}/pb/{i % args.partners}?a={i}&p=8.00&s=PENDING"
                 f"&e={uuid.uuid4()}" for i in range(args.actions)]
         get(f"{receiver}/__reset")
@@ -215,19 +243,10 @@ def main() -> None:
                     args.batch, args.partners, args.rate, args.seconds, workers)))
                 if args.skip_pg:
                     continue
-                name = f"postback_bench_{uuid.uuid4().hex[:8]}"
-                with psycopg.connect(PG, autocommit=True) as conn:
-                    conn.execute(f'CREATE DATABASE "{name}"')
-                try:
+                with database("postgresql", Path(tmp)) as url:
                     rows.append((f"postback serve{label}, PostgreSQL", run_engine(
-                        PG.rsplit("/", 1)[0] + "/" + name, Path(tmp), receiver, args.actions,
-                        args.batch, args.partners, args.rate, args.seconds, workers)))
-                finally:
-                    with psycopg.connect(PG, autocommit=True) as conn:
-                        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        receiver_proc.terminate()
-        receiver_proc.wait(timeout=10)
+                        url, Path(tmp), receiver, args.actions, args.batch, args.partners,
+                        args.rate, args.seconds, workers)))
 
     ceiling_rate = rows[0][1]["per_s"]
     print(f"\n{datetime.now(UTC):%Y-%m-%d} · {platform.node()} · {os.cpu_count()} cores · "

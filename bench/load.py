@@ -31,17 +31,13 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 from e2e import (
-    PG,
     Service,
+    database,
     free_port,
     get,
     percentile,
@@ -54,21 +50,6 @@ HERE = Path(__file__).resolve().parent
 RATES = (100, 250, 500, 1000, 2000, 3000, 4000, 6000, 8000, 12000)
 TICK = 0.05
 DRAIN_LIMIT = 120.0  # seconds to wait for a step's postbacks after its last batch
-
-
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp}/load-{uuid.uuid4().hex[:6]}.db"
-        return
-    name = f"postback_load_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(PG, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield PG.rsplit("/", 1)[0] + "/" + name
-    finally:
-        with psycopg.connect(PG, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def wait_for(receiver: str, count: int, limit: float = DRAIN_LIMIT) -> dict[str, Any]:
@@ -186,7 +167,7 @@ def plot(sweeps: dict[str, list[dict[str, float]]], path: str) -> None:
         bottom.plot(offered, [r["p99"] for r in rows], marker="x", linestyle="--",
                     color=colour, label=f"{name} p99")
     top.set_ylabel("postbacks delivered / s")
-    top.set_title("postback serve: one process, 10 partners, loopback receiver")
+    top.set_title("postback serve (its default processes), 10 partners, loopback receiver")
     top.grid(True, alpha=0.3)
     top.legend()
     bottom.set_xscale("log")

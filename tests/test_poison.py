@@ -189,3 +189,67 @@ def test_non_ascii_url_and_header_values_are_sent_encoded_never_stuck(
         assert got[0]["id"] == item["id"]
     finally:
         receiver.close()
+
+
+def test_a_bug_handling_answers_costs_no_endpoint_its_places(
+        make_service: Any, monkeypatch: Any) -> None:
+    """An exception in the engine's own reading of an answer, even one that breaks the
+    failure it would record instead, still frees the request's place at its endpoint: with
+    one place per endpoint, the next postbacks go out, and the broken ones are retried."""
+    from postback.delivery.engine import Engine
+
+    real = Engine._result
+    broken = {"left": 4}  # the first two answers: _result, then the failure's own, raise
+
+    def flaky(self: Engine, *args: Any) -> Any:
+        if broken["left"] > 0:
+            broken["left"] -= 1
+            raise RuntimeError("a bug")
+        return real(self, *args)
+
+    monkeypatch.setattr(Engine, "_result", flaky)
+    service = make_service(endpoint_concurrency=1, lease_seconds=2.0)
+    world, receiver = well_behaved(service)
+    try:
+        for _ in range(5):
+            world.report()
+        wait_all(world, 5, "succeeded", timeout=30)
+        assert broken["left"] == 0
+        assert len({r.query["e"] for r in receiver.requests}) == 5
+    finally:
+        receiver.close()
+
+
+def test_a_request_task_that_ends_without_an_answer_costs_no_endpoint_its_places(
+        make_service: Any, monkeypatch: Any) -> None:
+    """A request the driver runs as a task (aiohttp; curl while it looks a name up) that
+    ends cancelled or raising, not with a Response, is still an attempt (internal, retried):
+    with one place per endpoint the next postbacks go out."""
+    import asyncio
+
+    from postback.delivery.http import AiohttpSender
+
+    real = AiohttpSender.send
+    calls = {"n": 0}
+
+    async def ending_badly(self: AiohttpSender, *args: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise asyncio.CancelledError  # as a library's internals might let escape
+        if calls["n"] == 2:
+            raise RuntimeError("a bug past send's own guard")
+        return await real(self, *args)
+
+    monkeypatch.setattr(AiohttpSender, "send", ending_badly)
+    service = make_service(http_client="aiohttp", endpoint_concurrency=1)
+    world, receiver = well_behaved(service)
+    try:
+        for _ in range(4):
+            world.report()
+        got = wait_all(world, 4, "succeeded", timeout=30)
+        assert len({r.query["e"] for r in receiver.requests}) == 4
+        errors = [a["error_class"] for d in got
+                  for a in world.partner("GET", f"/v1/deliveries/{d['id']}", 200)["attempts"]]
+        assert errors.count("internal") == 2
+    finally:
+        receiver.close()

@@ -23,6 +23,7 @@ _UNSENDABLE = re.compile(r"[\x00-\x20\x7f\u0085\u00a0\u1680\u2000-\u200b\u2028\u
                          r"\u202f\u205f\u3000\ufeff]")
 _TOKEN = re.compile(r"\{[A-Za-z][A-Za-z0-9_]*\}")
 _ESCAPE = re.compile(r"%[0-9A-Fa-f]{2}")
+_AUTHORITY_END = re.compile(r"[/?#]")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 _NAMES = {"\r": "a carriage return (CR)", "\n": "a line break (LF)", "\t": "a tab",
           " ": "a space"}
@@ -31,7 +32,8 @@ _NAMES = {"\r": "a carriage return (CR)", "\n": "a line break (LF)", "\t": "a ta
 def _authority(rest: str) -> tuple[str, str, str, str]:
     """Split what follows ``scheme://`` into (userinfo@, host, :port, the rest); checks
     brackets and the port. ``ValueError`` with the reason."""
-    cut = min((i for i in map(rest.find, "/?#") if i >= 0), default=len(rest))
+    stop = _AUTHORITY_END.search(rest)
+    cut = stop.start() if stop is not None else len(rest)
     authority, tail = rest[:cut], rest[cut:]
     userinfo, at, hostport = authority.rpartition("@")
     if hostport.startswith("["):  # an IPv6 literal
@@ -73,7 +75,9 @@ def _as_sent(scheme: str, port: str, tail: str) -> tuple[str, str]:
         if port == _DEFAULT_PORTS.get(scheme.lower()):
             port = ""
     path, mark, query = tail.partition("?")
-    path = _ESCAPE.sub(lambda m: m.group().upper(), path) or "/"
+    if "%" in path:
+        path = _ESCAPE.sub(lambda m: m.group().upper(), path)
+    path = path or "/"
     return port, path + (mark + query if query else "")
 
 

@@ -14,7 +14,10 @@ the address dialled. Redirects are never followed; only http and https are spoke
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
+import select
 import socket
 import ssl
 import time
@@ -27,6 +30,7 @@ from postback.core.retry import ErrorClass
 from postback.delivery.http import (
     MAX_HEADER_FIELD,
     MAX_STORED_BODY,
+    Done,
     InvalidAnswer,
     Response,
     Sender,
@@ -48,12 +52,13 @@ _NOT_HTTP = frozenset({pycurl.E_UNSUPPORTED_PROTOCOL, 8})  # 8: CURLE_WEIRD_SERV
 
 
 class _Transfer:
-    """One request in flight: what libcurl hands back, gathered as it arrives."""
+    """One request in flight: what libcurl hands back, gathered as it arrives, and who
+    gets the answer (``done``, called once)."""
 
-    __slots__ = ("body", "future", "headers", "refusal", "size", "started", "truncated")
+    __slots__ = ("body", "done", "headers", "refusal", "size", "started", "truncated")
 
-    def __init__(self, future: asyncio.Future[Response], started: float) -> None:
-        self.future = future
+    def __init__(self, done: Done, started: float) -> None:
+        self.done = done
         self.started = started
         self.headers: list[bytes] = []
         self.body: list[bytes] = []
@@ -88,6 +93,11 @@ class CurlSender(Sender):
         self._multi.setopt(pycurl.M_MAXCONNECTS, self.max_connections)
         self._watched: dict[int, int] = {}
         self._timer: asyncio.Handle | None = None
+        self._timer_soon = False
+        # Linux: libcurl's sockets in an epoll set the loop watches as one descriptor
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        if self._epoll is not None:
+            self._loop.add_reader(self._epoll.fileno(), self._on_epoll)
         self._idle: list[pycurl.Curl] = []
         self._transfers: dict[pycurl.Curl, _Transfer] = {}
         self._dns: dict[tuple[str, int], tuple[float, str]] = {}
@@ -105,17 +115,48 @@ class CurlSender(Sender):
         for handle in list(self._transfers):
             self._multi.remove_handle(handle)
             handle.close()
+        for handle in self._idle:
+            handle.close()
+        self._multi.close()  # (libcurl may still call back about its sockets meanwhile)
         for fd in list(self._watched):
             self._unwatch(fd)
         if self._timer is not None:
             self._timer.cancel()
-        for handle in self._idle:
-            handle.close()
-        self._multi.close()
+        if self._epoll is not None:
+            self._loop.remove_reader(self._epoll.fileno())
+            self._epoll.close()
 
     # -- one request ------------------------------------------------------------------
 
-    async def _transmit(self, method: str, target: URL, literal: bool,
+    def start(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+              done: Done) -> None:
+        """The engine's path: no task and no future per request. A request to an IP
+        literal, or to a name whose addresses are cached, goes to libcurl at once; the
+        rest (a lookup to make, a proxy to vet the target for) takes ``Sender.start``'s
+        task."""
+        started = time.perf_counter()
+        try:
+            checked = self._check(method, url, headers, started)
+            if isinstance(checked, Response):
+                self._loop.call_soon(done, checked)
+                return
+            target, wire, literal = checked
+            pin = None
+            if not literal:
+                pin = None if self.proxy else self._cached_pin(target.raw_host or "",
+                                                              target.port or 0)
+                if pin is None:
+                    super().start(method, url, headers, body, done)
+                    return
+            refused = self._submit(method, wire, headers, body, pin, started, done)
+        except Exception as exc:  # a bug: the request still ends, with a Response
+            log.exception("sending %s %s failed unexpectedly", method, url[:200])
+            refused = failure(started, ErrorClass.INTERNAL,
+                              f"internal error while sending: {type(exc).__name__}: {exc}")
+        if refused is not None:
+            self._loop.call_soon(done, refused)
+
+    async def _transmit(self, method: str, target: URL, wire: str, literal: bool,
                         headers: dict[str, str], body: bytes | None,
                         started: float) -> Response:
         pin = None
@@ -125,10 +166,18 @@ class CurlSender(Sender):
                 pin = await self._pin(host, target.port or 0)
             except OSError as exc:  # what the resolver raises for a failed lookup
                 return failure(started, *resolver_failure(exc, host))
+        answer: asyncio.Future[Response] = self._loop.create_future()
+        refused = self._submit(method, wire, headers, body, pin, started,
+                               functools.partial(_settle, answer))
+        return refused if refused is not None else await answer
+
+    def _submit(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+                pin: str | None, started: float, done: Done) -> Response | None:
+        """Hand a checked request to libcurl; the ``Response`` of a refusal, or None."""
         handle = self._idle.pop() if self._idle else self._new_handle()
-        transfer = _Transfer(self._loop.create_future(), started)
+        transfer = _Transfer(done, started)
         try:
-            self._prepare(handle, transfer, method, str(target), headers, body, pin)
+            self._prepare(handle, transfer, method, url, headers, body, pin)
         except BaseException as exc:
             handle.close()  # in an unknown state: not reused
             if isinstance(exc, pycurl.error):
@@ -137,7 +186,7 @@ class CurlSender(Sender):
             raise
         self._transfers[handle] = transfer
         self._multi.add_handle(handle)
-        return await transfer.future
+        return None
 
     def _new_handle(self) -> pycurl.Curl:
         """A handle with the options every request shares; its callbacks reach the current
@@ -164,14 +213,18 @@ class CurlSender(Sender):
             c.setopt(pycurl.PROXY, self.proxy)
         return c
 
+    def _cached_pin(self, host: str, port: int) -> str | None:
+        hit = self._dns.get((host, port))
+        return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
     async def _pin(self, host: str, port: int) -> str:
         """``host:port:addresses`` for CURLOPT_RESOLVE, from the guarded resolver (cached
         for a minute, as aiohttp's connector does)."""
         key = (host, port)
-        hit = self._dns.get(key)
+        cached = self._cached_pin(host, port)
+        if cached is not None:
+            return cached
         now = time.monotonic()
-        if hit is not None and hit[0] > now:
-            return hit[1]
         results = await self.resolver.resolve(host, port, socket.AF_UNSPEC)
         addresses = ",".join(f"[{r['host']}]" if ":" in r["host"] else r["host"]
                              for r in results)
@@ -232,21 +285,29 @@ class CurlSender(Sender):
 
     def _done(self, handle: pycurl.Curl, errno: int, message: str) -> None:
         transfer = self._transfers.pop(handle)
-        self._multi.remove_handle(handle)
+        reusable = True
         try:
+            self._multi.remove_handle(handle)
             response = _response(handle, transfer, errno, message)
         except Exception as exc:  # a bug: the request still ends, with a Response
             log.exception("reading a libcurl transfer failed")
+            reusable = False  # in an unknown state
             response = failure(transfer.started, ErrorClass.INTERNAL,
                                f"internal error while reading the answer: "
                                f"{type(exc).__name__}: {exc}")
-        self._idle.append(handle)
-        if not transfer.future.done():
-            transfer.future.set_result(response)
+        if reusable:
+            self._idle.append(handle)
+        try:
+            transfer.done(response)
+        except Exception:  # the caller's bug must not cost the other finished transfers
+            log.exception("handling a finished transfer failed")
 
     # -- libcurl <-> the event loop ---------------------------------------------------
 
     def _on_socket(self, event: int, fd: int, _multi: Any, _data: Any) -> None:
+        if self._epoll is not None:
+            self._epoll_watch(event, fd)
+            return
         if event == pycurl.POLL_REMOVE:
             self._unwatch(fd)
             return
@@ -262,20 +323,83 @@ class CurlSender(Sender):
 
     def _unwatch(self, fd: int) -> None:
         old = self._watched.pop(fd, 0)
+        if self._epoll is not None:
+            with contextlib.suppress(OSError):  # closed already: epoll forgot it itself
+                self._epoll.unregister(fd)
+            return
         if old & pycurl.POLL_IN:
             self._loop.remove_reader(fd)
         if old & pycurl.POLL_OUT:
             self._loop.remove_writer(fd)
 
+    def _epoll_watch(self, event: int, fd: int) -> None:
+        """libcurl's sockets in an epoll set of our own, which the event loop watches as one
+        descriptor: a socket's interest changes with one system call, without the loop's
+        per-socket handles and selector keys (several per request)."""
+        assert self._epoll is not None
+        if event == pycurl.POLL_REMOVE:
+            self._unwatch(fd)
+            return
+        old = self._watched.get(fd)
+        if old == event:
+            return
+        if event == pycurl.POLL_NONE:  # out of the set: epoll would still report its
+            self._unwatch(fd)  # errors, which nobody asks for, again and again
+            self._watched[fd] = event
+            return
+        mask = _EPOLL_MASKS[event]
+        self._watched[fd] = event
+        try:
+            if old is None:
+                self._epoll.register(fd, mask)
+            else:
+                self._epoll.modify(fd, mask)
+        except FileExistsError:  # a number reused before we heard the old one was closed
+            self._epoll.modify(fd, mask)
+        except FileNotFoundError:  # closed and reused: epoll had dropped it
+            self._epoll.register(fd, mask)
+
+    def _on_epoll(self) -> None:
+        assert self._epoll is not None
+        try:
+            ready = self._epoll.poll(0, 1024)
+        except InterruptedError:
+            return
+        try:
+            for fd, events in ready:
+                # as the loop's own selector reads epoll: an error or hang-up wakes both
+                # directions, and only a direction libcurl asks for now is reported (a
+                # number closed and reused during this batch keeps its stale events from
+                # failing the new socket; a spurious wake-up only makes libcurl look)
+                wanted = self._watched.get(fd, 0)
+                what = 0
+                if wanted & pycurl.POLL_IN and events & ~select.EPOLLOUT:
+                    what |= pycurl.CSELECT_IN
+                if wanted & pycurl.POLL_OUT and events & ~select.EPOLLIN:
+                    what |= pycurl.CSELECT_OUT
+                if not what:
+                    continue
+                while self._multi.socket_action(fd, what)[0] == pycurl.E_CALL_MULTI_PERFORM:
+                    pass
+        except pycurl.error:  # the multi's own trouble (a socket gone): transfers go on
+            log.exception("libcurl socket_action failed")
+        self._read_done()
+
     def _on_timer(self, timeout_ms: int) -> None:
+        if timeout_ms == 0 and self._timer is not None and self._timer_soon:
+            return  # already due on the loop's next turn (libcurl asks again and again)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._timer_soon = timeout_ms == 0
         if timeout_ms == 0:  # "act now": the common case, and call_soon is cheaper
-            self._timer = self._loop.call_soon(self._act, pycurl.SOCKET_TIMEOUT, 0)
+            self._timer = self._loop.call_soon(self._on_timeout)
         elif timeout_ms > 0:
-            self._timer = self._loop.call_later(timeout_ms / 1000, self._act,
-                                                pycurl.SOCKET_TIMEOUT, 0)
+            self._timer = self._loop.call_later(timeout_ms / 1000, self._on_timeout)
+
+    def _on_timeout(self) -> None:
+        self._timer = None
+        self._act(pycurl.SOCKET_TIMEOUT, 0)
 
     def _act(self, fd: int, what: int) -> None:
         try:
@@ -283,6 +407,9 @@ class CurlSender(Sender):
                 pass
         except pycurl.error:  # the multi's own trouble (a socket gone): transfers go on
             log.exception("libcurl socket_action failed")
+        self._read_done()
+
+    def _read_done(self) -> None:
         while True:
             queued, ok, failed = self._multi.info_read()
             for handle in ok:
@@ -291,6 +418,17 @@ class CurlSender(Sender):
                 self._done(handle, errno, message)
             if not queued:
                 break
+
+
+#: libcurl's wish for a socket as epoll's interest
+_EPOLL_MASKS = {pycurl.POLL_IN: select.EPOLLIN, pycurl.POLL_OUT: select.EPOLLOUT,
+                pycurl.POLL_INOUT: select.EPOLLIN | select.EPOLLOUT} if hasattr(
+                    select, "epoll") else {}
+
+
+def _settle(answer: asyncio.Future[Response], response: Response) -> None:
+    if not answer.done():  # (cancelled: nobody waits)
+        answer.set_result(response)
 
 
 def _response(handle: pycurl.Curl, transfer: _Transfer, errno: int,

@@ -81,7 +81,8 @@ class Engine:
         self._wakeup: asyncio.Event | None = None
         self._flush_now: asyncio.Event | None = None
         self._stopping = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_wire = 0  # requests started and not yet answered
+        self._quiet: asyncio.Event | None = None  # set when _on_wire falls to 0 on a stop
         self._disable = queue.DisablePolicy(settings.disable_after_hours,
                                             settings.disable_after_failures)
         #: the database's clock minus ours, measured at each heartbeat
@@ -229,43 +230,71 @@ class Engine:
                 log.exception("release failed")
 
     def _start(self, ep: _Endpoint, job: queue.Job) -> None:
+        """Put one job on the wire; its answer comes back to ``_answered`` (no task per
+        postback: the driver calls back on the loop)."""
         ep.active += 1
-        task = asyncio.create_task(self._send(ep, job))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _send(self, ep: _Endpoint, job: queue.Job) -> None:
-        headers: dict[str, str] = {}
+        self._on_wire += 1
         started = self.now()
+        headers: dict[str, str] = {}
         try:
-            headers = outgoing_headers(self.settings.user_agent, job.event_id, job.headers,
-                                       job.signing_keys, job.signed_content)
-            response = await self._sender.send(job.method, job.url, headers, job.body)
-            self._results.append(self._result(job, started, headers, response))
-        except Exception as exc:  # a bug, not a partner's failure: an attempt all the same
-            log.exception("delivery %s: unexpected error while sending", job.id)
-            self._results.append(self._failure(
+            headers = outgoing_headers(
+                self.settings.user_agent, job.event_id, job.headers, job.signing_keys,
+                job.signed_content if job.signing_keys else b"")
+            self._sender.start(job.method, job.url, headers, job.body,
+                               functools.partial(self._answered, ep, job, started, headers))
+        except Exception as exc:
+            self._crashed(ep, job, started, headers, exc)
+
+    def _answered(self, ep: _Endpoint, job: queue.Job, started: datetime,
+                  headers: dict[str, str], response: Response) -> None:
+        try:
+            result = self._result(job, started, headers, response)
+        except Exception as exc:
+            self._crashed(ep, job, started, headers, exc)
+            return
+        self._finished(ep, job, result)
+
+    def _crashed(self, ep: _Endpoint, job: queue.Job, started: datetime,
+                 headers: dict[str, str], exc: Exception) -> None:
+        """A bug, not a partner's failure: an attempt all the same (so it is retried on the
+        schedule, and cannot go on for ever)."""
+        log.error("delivery %s: unexpected error while sending", job.id, exc_info=exc)
+        result: queue.Result | None = None
+        try:
+            result = self._failure(
                 job, started, ErrorClass.INTERNAL,
                 f"internal error while sending ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                "this is a bug in postback, not the partner's fault", headers))
-        finally:
-            low = self.settings.endpoint_concurrency  # half of what an endpoint may hold
-            ep.active -= 1
-            self._held -= 1
-            self._leases.pop(job.id, None)
-            self._start_next(ep)
-            if ep.held == 0:
-                self._endpoints.pop(job.setting_id, None)
-            if len(self._results) >= FLUSH_SIZE and self._flush_now is not None:
-                self._flush_now.set()
-            # claim again when that brings a worthwhile batch: this endpoint has drained to
-            # half of what it may hold, or the worker as a whole to half its capacity
-            # (waking on every completion would claim one delivery at a time, and spin on
-            # empty claims while a single busy endpoint is left out of them)
-            if self._wakeup is not None and (
-                    ep.held == low - 1 or self._held == self.settings.max_in_flight // 2):
-                self._wakeup.set()
+                "this is a bug in postback, not the partner's fault", headers)
+        except Exception:  # nothing to record: its lease runs out, its claims are counted
+            log.exception("delivery %s: not even the failure could be made", job.id)
+        assert self._loop is not None  # finished on the next turn: never inside _start
+        self._loop.call_soon(self._finished, ep, job, result)
+
+    def _finished(self, ep: _Endpoint, job: queue.Job, result: queue.Result | None) -> None:
+        """A job is off the wire: its place goes to the next one (always, whatever the
+        result, so that no slot of an endpoint is ever lost)."""
+        if result is not None:
+            self._results.append(result)
+        low = self.settings.endpoint_concurrency  # half of what an endpoint may hold
+        ep.active -= 1
+        self._held -= 1
+        self._on_wire -= 1
+        self._leases.pop(job.id, None)
+        self._start_next(ep)
+        if ep.held == 0:
+            self._endpoints.pop(job.setting_id, None)
+        if len(self._results) >= FLUSH_SIZE and self._flush_now is not None:
+            self._flush_now.set()
+        if self._on_wire == 0 and self._quiet is not None:
+            self._quiet.set()
+        # claim again when that brings a worthwhile batch: this endpoint has drained to
+        # half of what it may hold, or the worker as a whole to half its capacity
+        # (waking on every completion would claim one delivery at a time, and spin on
+        # empty claims while a single busy endpoint is left out of them)
+        if self._wakeup is not None and (
+                ep.held == low - 1 or self._held == self.settings.max_in_flight // 2):
+            self._wakeup.set()
 
     def _start_next(self, ep: _Endpoint) -> None:
         """Start the endpoint's next waiting job, skipping any whose setting was turned
@@ -333,7 +362,7 @@ class Engine:
         return queue.Result(
             job=job, started_at=started,
             request_headers={k: (MASK if k in job.secret_headers else v)
-                             for k, v in headers.items()},
+                             for k, v in headers.items()} if job.secret_headers else headers,
             status_code=response.status, response_headers=response.headers,
             response_body=response.body, latency_ms=response.latency_ms,
             error_class=error.value if error else None, error_message=message,
@@ -439,5 +468,7 @@ class Engine:
                     queue.release, self.db, self.name, waiting, self.now()), STOP_LEAVE_SECONDS)
             except Exception:
                 log.exception("release on stop failed; leases will run out")
-        if self._tasks:  # each ends by its own time limit at the latest
-            await asyncio.wait(set(self._tasks), timeout=self.settings.total_timeout + 0.5)
+        if self._on_wire:  # each ends by its own time limit at the latest
+            self._quiet = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), self.settings.total_timeout + 0.5)

@@ -12,13 +12,15 @@ header that cannot be sent), and the response's headers are read back with
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import re
 import socket
 import ssl
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -44,7 +46,7 @@ MAX_HEADER_FIELD = 8190
 MAX_RESPONSE_HEADER_BYTES = 256 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Response:
     """One answer as received: ``body`` is the first ``MAX_STORED_BODY`` bytes, untouched;
     ``headers`` as ``response_headers`` reads them (names as first spelled)."""
@@ -71,6 +73,10 @@ class Response:
             lower = name.lower()
             value = next((v for k, v in self.headers.items() if k.lower() == lower), None)
         return value
+
+
+#: what ``Sender.start`` calls with a request's answer
+Done = Callable[[Response], None]
 
 
 def failure(started: float, error: ErrorClass, message: str) -> Response:
@@ -222,6 +228,7 @@ class Sender(ABC):
                                         timeout=connect_timeout)
         # hosts repeat: parse and judge each IP literal once per sender
         self._literal_refusal = lru_cache(maxsize=4096)(self._judge_literal)
+        self._starts: set[asyncio.Task[Response]] = set()  # start()'s requests in flight
 
     def _judge_literal(self, host: str) -> tuple[bool, str | None]:
         """(is the host an IP literal, why it may not be a target)."""
@@ -241,40 +248,79 @@ class Sender(ABC):
         ours included (``INTERNAL``), is a ``Response`` with its error class."""
         started = time.perf_counter()
         try:
-            try:
-                target = URL(wire_url(url), encoded=True)
-                if target.scheme not in ("http", "https") or not target.raw_host:
-                    raise ValueError("not an absolute http(s) URL")
-            except ValueError as exc:
-                return failure(started, ErrorClass.INVALID_URL, str(exc))
-            problem = request_problem(method, headers)
-            if problem is not None:
-                return failure(started, ErrorClass.INVALID_REQUEST, problem)
-            host = target.raw_host
-            literal, reason = self._literal_refusal(host)
-            if reason is None and not literal and self.proxy:
+            checked = self._check(method, url, headers, started)
+            if isinstance(checked, Response):
+                return checked
+            target, wire, literal = checked
+            if not literal and self.proxy:
                 # through a proxy the proxy dials: vet the target's addresses here first
                 try:
-                    await self.resolver.resolve(host, target.port or 0, socket.AF_UNSPEC)
+                    await self.resolver.resolve(target.raw_host or "", target.port or 0,
+                                                socket.AF_UNSPEC)
                 except BlockedAddress as exc:
-                    reason = str(exc)
+                    return failure(started, ErrorClass.BLOCKED, f"refused: {exc}")
                 except OSError:
                     pass  # let the proxy report what it finds
-            if reason is not None:
-                return failure(started, ErrorClass.BLOCKED, f"refused: {reason}")
-            return await self._transmit(method, target, literal, headers, body, started)
+            return await self._transmit(method, target, wire, literal, headers, body,
+                                        started)
         except Exception as exc:
             log.exception("sending %s %s failed unexpectedly", method, url[:200])
             return failure(started, ErrorClass.INTERNAL,
                            f"internal error while sending: {type(exc).__name__}: {exc}")
 
+    def start(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
+              done: Done) -> None:
+        """``send`` for the engine: ``done`` gets the ``Response`` on the event loop, never
+        from inside this call. Here a task per request; a driver that can do without one
+        (``CurlSender``) overrides it, since the engine starts thousands a second."""
+        task = asyncio.get_running_loop().create_task(self.send(method, url, headers, body))
+        self._starts.add(task)
+        task.add_done_callback(functools.partial(_finished, self._starts, done,
+                                                 time.perf_counter()))
+
+    def _check(self, method: str, url: str, headers: dict[str, str], started: float
+               ) -> tuple[URL, str, bool] | Response:
+        """The checks every request passes before it leaves: (the target, its wire URL,
+        whether its host is an IP literal), or the ``Response`` of a refusal."""
+        try:
+            wire = wire_url(url)
+            target = URL(wire, encoded=True)
+            if target.scheme not in ("http", "https") or not target.raw_host:
+                raise ValueError("not an absolute http(s) URL")
+        except ValueError as exc:
+            return failure(started, ErrorClass.INVALID_URL, str(exc))
+        problem = request_problem(method, headers)
+        if problem is not None:
+            return failure(started, ErrorClass.INVALID_REQUEST, problem)
+        literal, reason = self._literal_refusal(target.raw_host)
+        if reason is not None:
+            return failure(started, ErrorClass.BLOCKED, f"refused: {reason}")
+        return target, wire, literal
+
     @abstractmethod
-    async def _transmit(self, method: str, target: URL, literal: bool,
+    async def _transmit(self, method: str, target: URL, wire: str, literal: bool,
                         headers: dict[str, str], body: bytes | None,
                         started: float) -> Response:
-        """Send a request that passed the checks above (``target`` is the wire URL, its
-        ``raw_host`` the name to resolve); return every failure as a ``Response`` with its
-        error class (an exception is taken for a bug: ``INTERNAL``)."""
+        """Send a request that passed the checks above (``wire`` is the URL as sent,
+        ``target`` the same parsed, its ``raw_host`` the name to resolve); return every
+        failure as a ``Response`` with its error class (an exception is taken for a bug:
+        ``INTERNAL``)."""
+
+
+def _finished(starts: set[asyncio.Task[Response]], done: Done, started: float,
+              task: asyncio.Task[Response]) -> None:
+    """``done`` gets an answer whatever became of the task: a caller that counts what it
+    has on the wire must hear of every request, or it loses that place for good."""
+    starts.discard(task)
+    if task.cancelled():
+        response = failure(started, ErrorClass.INTERNAL,
+                           "the request was cancelled before it ended")
+    elif (exc := task.exception()) is not None:
+        response = failure(started, ErrorClass.INTERNAL,
+                           f"internal error while sending: {type(exc).__name__}: {exc}")
+    else:
+        response = task.result()
+    done(response)
 
 
 def _ms(started: float) -> float:
@@ -311,7 +357,7 @@ class AiohttpSender(Sender):
         if self._session is not None:
             await self._session.close()
 
-    async def _transmit(self, method: str, target: URL, literal: bool,
+    async def _transmit(self, method: str, target: URL, wire: str, literal: bool,
                         headers: dict[str, str], body: bytes | None,
                         started: float) -> Response:
         assert self._session is not None
