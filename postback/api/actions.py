@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -12,6 +13,7 @@ from postback.api.schemas.actions import ActionDetailOut, ActionOut, ActionPage,
 from postback.api.schemas.base import BODY, refusals
 from postback.models import ActionBatchIn, ActionIn, ActionPatchIn, AwareDatetime, ReasonIn
 from postback.services import ledger
+from postback.services.group_commit import GroupCommit
 
 router = APIRouter(prefix="/v1/actions", tags=["actions"])
 
@@ -23,11 +25,12 @@ def _id(who: Brand | BrandOrPartner) -> int:
 
 @router.post("", status_code=201, response_model=ActionOut,
              responses=refusals(401, 403, 404, 409, *BODY))
-def report(body: ActionIn, request: Request, who: Brand) -> dict[str, Any]:
-    with write(request) as conn:
-        rows = ledger.report_actions(conn, _id(who), [body], datetime.now(UTC))
-    wake(request)
-    return ledger.action_out(rows[0])
+async def report(body: ActionIn, request: Request, who: Brand) -> dict[str, Any]:
+    """One action, answered once it is committed. Concurrent reports are committed
+    together (``services/group_commit.py``); each gets the answer it would get alone."""
+    commits: GroupCommit[tuple[int, ActionIn], dict[str, Any]] = request.app.state.action_commits
+    row = await asyncio.wrap_future(commits.submit((_id(who), body)))
+    return ledger.action_out(row)
 
 
 @router.post("/batch", status_code=201, response_model=BatchOut,

@@ -3,18 +3,22 @@
 
 Every route handler that touches the database, DNS or the network is a plain ``def``, which
 FastAPI runs on its thread pool, so no request ever holds up the event loop (and with it
-every other request); the test tool sends on its own bounded lane (``services/lane.py``)."""
+every other request); the test tool sends on its own bounded lane (``services/lane.py``).
+The one exception is ``POST /v1/actions``: an ``async def`` that hands its action to the
+group commit (``services/group_commit.py``) and awaits the answer, so concurrent sales
+reported one by one are written in one transaction by one thread."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from importlib.resources import files
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 
 from postback import __version__
 from postback.api import (
@@ -33,6 +37,9 @@ from postback.api import (
 from postback.api.limits import BodyLimit
 from postback.api.schemas.health import HealthOut, IpRangesOut, ReadinessOut
 from postback.config import Settings
+from postback.models import ActionIn
+from postback.services import ledger
+from postback.services.group_commit import GroupCommit
 from postback.services.health import Readiness
 from postback.services.lane import TestLane
 
@@ -53,6 +60,13 @@ def create_api(settings: Settings, db: Engine, wake: Callable[[], None] | None =
     app.state.db = db
     app.state.wake = wake or (lambda: None)
     app.state.test_lane = TestLane()
+
+    def report_each(conn: Connection,
+                    reports: Sequence[tuple[int, ActionIn]]) -> list[ledger.Outcome]:
+        return ledger.report_each(conn, reports, datetime.now(UTC))
+
+    app.state.action_commits = GroupCommit(db, report_each,
+                                           after_commit=lambda: app.state.wake())
     ready = readiness or Readiness(db, settings.heartbeat_seconds)
     app.state.readiness = ready
     errors.install(app)

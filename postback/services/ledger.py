@@ -6,8 +6,9 @@ triggers, in the caller's one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Connection, Row, insert, select, update
@@ -42,9 +43,50 @@ def _terms(row: Any) -> Terms:
 def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
                    now: datetime, batch: bool = False) -> list[dict[str, Any]]:
     """Record new actions (all or none) and queue their TRACKED postbacks."""
+    return [out for out in _report(conn, brand_id, actions, now, batch, each=False)
+            if not isinstance(out, Exception)]
+
+
+Outcome = dict[str, Any] | Exception
+
+
+def report_each(conn: Connection, reports: Sequence[tuple[int, ActionIn]],
+                now: datetime) -> list[Outcome]:
+    """Record each ``(brand_id, action)`` on its own: the recorded row, or the error it
+    would have had alone (with the others recorded). The API's group commit runs
+    concurrent ``POST /v1/actions`` requests through this in one transaction, one round
+    trip per table for the lot; requests are taken in order, so of two with one oid the
+    first is recorded and the second is told the oid is taken, as if they had come one
+    after the other."""
+    outcomes: list[Outcome | None] = [None] * len(reports)
+    by_brand: dict[int, list[int]] = {}
+    for i, (brand_id, _) in enumerate(reports):
+        by_brand.setdefault(brand_id, []).append(i)
+    for brand_id, indexes in by_brand.items():
+        got = _report(conn, brand_id, [reports[i][1] for i in indexes], now, False, each=True)
+        for i, out in zip(indexes, got, strict=True):
+            outcomes[i] = out
+    return [out for out in outcomes if out is not None]
+
+
+def _report(conn: Connection, brand_id: int, actions: Sequence[ActionIn], now: datetime,
+            batch: bool, each: bool) -> list[Outcome]:
+    """The rows recorded, in order; with ``each``, a refused action has its error in its
+    place instead of failing the others (``batch`` names fields ``actions[i].…``)."""
+    outcomes: list[Outcome | None] = [None] * len(actions)
+
+    def refuse(i: int, error: Exception) -> None:
+        if not each:
+            raise error
+        outcomes[i] = error
 
     def where(i: int, field: str) -> str:
         return f"actions[{i}].{field}" if batch else field
+
+    def taken(i: int) -> RuleViolation:
+        return RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {actions[i].oid!r} is "
+                             f"already used by an action of event type "
+                             f"{actions[i].event_type_id}")
 
     program_ids = {a.program_id for a in actions}
     programs = {r.id: r for r in conn.execute(select(program).where(
@@ -56,40 +98,28 @@ def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
 
     seen: dict[tuple[int, str], int] = {}
     for i, a in enumerate(actions):
-        if a.program_id not in programs:
-            raise NotFound("program", where(i, "program_id"))
-        etype = types.get(a.event_type_id)
-        if etype is None or etype.program_id != a.program_id:
-            raise Invalid(where(i, "event_type_id"),
-                          f"event type {a.event_type_id} is not in program {a.program_id}")
-        terms_row = contracts.get((a.program_id, a.partner_id))
-        if terms_row is None:
-            raise RuleViolation("no_contract", f"{where(i, 'partner_id')}: partner "
-                                f"{a.partner_id} has no contract on program {a.program_id}", 422)
-        if a.event_type_id not in terms_row.event_type_ids:
-            raise RuleViolation("event_type_not_in_contract", f"{where(i, 'event_type_id')}: "
-                                f"event type {a.event_type_id} is outside partner "
-                                f"{a.partner_id}'s contract on program {a.program_id}", 422)
-        misfit = None if a.currency else units_problem(programs[a.program_id].currency, {
-            "amount": a.amount, "payout": a.payout,
-            **{f"items[{j}].{name}": getattr(item, name) for j, item in enumerate(a.items)
-               for name in ("amount", "payout")}})
-        if misfit is not None:
-            raise Invalid(where(i, misfit[0]), f"{misfit[1]} (the program's currency)")
+        problem = _problem(a, programs, types, contracts, partial(where, i))
         key = (a.event_type_id, a.oid)
-        if key in seen:
-            raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {a.oid!r} appears twice "
-                                f"for event type {a.event_type_id} (also at index {seen[key]})")
+        if problem is None and key in seen:
+            problem = taken(i) if each else RuleViolation(
+                "oid_reused", f"{where(i, 'oid')}: oid {a.oid!r} appears twice for event "
+                f"type {a.event_type_id} (also at index {seen[key]})")
+        if problem is not None:
+            refuse(i, problem)
+            continue
         seen[key] = i
 
-    rows = []
-    for a in actions:
+    live = [i for i, out in enumerate(outcomes) if out is None]
+    rows: dict[int, dict[str, Any]] = {}
+    for i, new_id in zip(live, allocate_ids(conn, action, len(live)), strict=True):
+        a = actions[i]
         terms = _terms(contracts[(a.program_id, a.partner_id)])
         locking = terms.locking_date(a.event_date)
         fields = a.model_dump(exclude={"items"})
         fields["currency"] = a.currency or programs[a.program_id].currency
-        rows.append({
+        rows[i] = {
             **fields,
+            "id": new_id,
             "brand_id": brand_id,
             "status": Status.PENDING.value,
             "status_detail": status_detail(Status.PENDING, False, None),
@@ -101,52 +131,91 @@ def report_actions(conn: Connection, brand_id: int, actions: Sequence[ActionIn],
             "sequence": 1,
             "items": [item.model_dump() for item in a.items],
             "updated_at": now,
-        })
-    for row, new_id in zip(rows, allocate_ids(conn, action, len(rows)), strict=True):
-        row["id"] = new_id
-    try:
-        # the unique index answers "is this oid taken?" as it inserts: one probe per row,
-        # whatever the table's size or statistics (a separate "oid IN (...)" look-up was
-        # planned as a scan of the whole event type on a freshly loaded PostgreSQL table)
-        with conn.begin_nested():
-            conn.execute(insert(action), rows)
-    except IntegrityError as exc:
-        # also the answer when another request reports the same oid at the same time:
-        # PostgreSQL's insert waits for it and fails once it commits
-        if not unique_violation(exc, action, "event_type_id", "oid"):
-            raise
-        taken = _first_taken_oid(conn, seen)  # only now: which one, for the message
-        i = seen[taken] if taken is not None else 0
-        raise RuleViolation("oid_reused", f"{where(i, 'oid')}: oid {actions[i].oid!r} is "
-                            f"already used by an action of event type "
-                            f"{actions[i].event_type_id}") from None
+        }
+    while live:
+        try:
+            # the unique index answers "is this oid taken?" as it inserts: one probe per
+            # row, whatever the table's size or statistics (a separate "oid IN (...)"
+            # look-up was planned as a scan of the whole event type on a freshly loaded
+            # PostgreSQL table)
+            with conn.begin_nested():
+                conn.execute(insert(action), [rows[i] for i in live])
+            break
+        except IntegrityError as exc:
+            # also the answer when another request reports the same oid at the same time:
+            # PostgreSQL's insert waits for it and fails once it commits
+            if not unique_violation(exc, action, "event_type_id", "oid"):
+                raise
+            # only now: which ones, for the message
+            keys = {(actions[i].event_type_id, actions[i].oid): i for i in live}
+            gone = {keys[k] for k in _taken_oids(conn, keys, first_only=not each)}
+            if not gone:
+                raise  # nothing is taken after all: not ours to explain
+            for i in sorted(gone):
+                refuse(i, taken(i))
+            live = [i for i in live if i not in gone]
+    recorded = [rows[i] for i in live]
+    if not recorded:
+        return [out for out in outcomes if out is not None]
     conn.execute(insert(action_update), [
         {"action_id": r["id"], "sequence": 1, "trigger": Trigger.TRACKED.value, "reason": None,
          "status": r["status"], "amount": r["amount"], "payout": r["payout"],
          "delta_amount": r["amount"], "delta_payout": r["payout"], "created_at": now}
-        for r in rows
+        for r in recorded
     ])
     enqueue_action_events(conn, [
-        ActionEvent(r, Trigger.TRACKED, r["amount"], r["payout"]) for r in rows
+        ActionEvent(r, Trigger.TRACKED, r["amount"], r["payout"]) for r in recorded
     ], now)
-    return rows
+    for i in live:
+        outcomes[i] = rows[i]
+    return [out for out in outcomes if out is not None]
 
 
-def _first_taken_oid(conn: Connection,
-                     keys: dict[tuple[int, str], int]) -> tuple[int, str] | None:
-    """One of ``keys`` (event type, oid) already in the ledger, if any. Looked up per event
-    type in chunks: a 10,000-pair row-value IN list is too deep for PostgreSQL."""
+def _problem(a: ActionIn, programs: dict[int, Any], types: dict[int, Any],
+             contracts: dict[tuple[int, int], Any],
+             where: Callable[[str], str]) -> Exception | None:
+    """Why ``a`` cannot be recorded (program, event type, contract, currency), if it cannot."""
+    if a.program_id not in programs:
+        return NotFound("program", where("program_id"))
+    etype = types.get(a.event_type_id)
+    if etype is None or etype.program_id != a.program_id:
+        return Invalid(where("event_type_id"),
+                       f"event type {a.event_type_id} is not in program {a.program_id}")
+    terms_row = contracts.get((a.program_id, a.partner_id))
+    if terms_row is None:
+        return RuleViolation("no_contract", f"{where('partner_id')}: partner "
+                             f"{a.partner_id} has no contract on program {a.program_id}", 422)
+    if a.event_type_id not in terms_row.event_type_ids:
+        return RuleViolation("event_type_not_in_contract", f"{where('event_type_id')}: "
+                             f"event type {a.event_type_id} is outside partner "
+                             f"{a.partner_id}'s contract on program {a.program_id}", 422)
+    misfit = None if a.currency else units_problem(programs[a.program_id].currency, {
+        "amount": a.amount, "payout": a.payout,
+        **{f"items[{j}].{name}": getattr(item, name) for j, item in enumerate(a.items)
+           for name in ("amount", "payout")}})
+    if misfit is not None:
+        return Invalid(where(misfit[0]), f"{misfit[1]} (the program's currency)")
+    return None
+
+
+def _taken_oids(conn: Connection, keys: Iterable[tuple[int, str]],
+                first_only: bool) -> set[tuple[int, str]]:
+    """Those of ``keys`` (event type, oid) already in the ledger (one of them, with
+    ``first_only``). Looked up per event type in chunks: a 10,000-pair row-value IN list is
+    too deep for PostgreSQL."""
     by_type: dict[int, list[str]] = {}
     for event_type_id, oid in keys:
         by_type.setdefault(event_type_id, []).append(oid)
+    found: set[tuple[int, str]] = set()
     for event_type_id, oids in by_type.items():
         for start in range(0, len(oids), 1000):
-            found = conn.execute(select(action.c.oid).where(
-                action.c.event_type_id == event_type_id,
-                action.c.oid.in_(oids[start:start + 1000])).limit(1)).scalar()
-            if found is not None:
-                return event_type_id, str(found)
-    return None
+            query = select(action.c.oid).where(action.c.event_type_id == event_type_id,
+                                               action.c.oid.in_(oids[start:start + 1000]))
+            found |= {(event_type_id, str(oid)) for oid in
+                      conn.execute(query.limit(1) if first_only else query).scalars()}
+            if found and first_only:
+                return found
+    return found
 
 
 def _load(conn: Connection, brand_id: int, action_id: int) -> Row[Any]:
