@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -29,12 +29,13 @@ def _log(world: World) -> list[tuple[str, str, str, int | None]]:
 
 
 def test_every_change_is_logged_without_any_setting(world: World) -> None:
-    a = world.report(event_date="2026-11-02T18:04:05+00:00", payout="12.00")
+    a = world.report(payout="12.00")  # yesterday's: still open to a modification
     world.brand("PATCH", f"/v1/actions/{a['id']}", 200,
                 json={"amount": "80.00", "payout": "9.00", "reason": "ITEM_RETURNED"})
     b = world.report()
     world.brand("POST", f"/v1/actions/{b['id']}/approve", 200)
-    lifecycle_run(world, "2027-01-31T00:00:00Z")  # both lock, then clear 20 days later
+    later = datetime.now(UTC) + timedelta(days=60)
+    lifecycle_run(world, f"{later:%Y-%m-%dT%H:%M:%SZ}")  # both lock, then clear 20 days later
     log = _log(world)
     assert log[:4] == [
         ("action", str(a["id"]), "TRACKED", 1), ("action", str(a["id"]), "MODIFIED", 2),
