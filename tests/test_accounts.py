@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from postback.db.engine import make_engine
 from postback.db.schema import api_key, operator_credential
-from postback.services.accounts import authenticate, ensure_operator_token, hash_key
+from postback.services.accounts import Principal, authenticate, ensure_operator_token, hash_key
+from postback.services.key_cache import TTL_SECONDS, KeyCache
 from tests.conftest import ADMIN, Service, World, build_world
 
 
@@ -39,6 +41,44 @@ def test_keys_are_shown_once_stored_hashed_and_revocable(world: World) -> None:
     service.call("DELETE", "/v1/api-keys/99999", ADMIN, 404)
     service.call("POST", "/v1/api-keys", ADMIN, 404,
                  json={"account_type": "brand", "account_id": 99999})
+
+
+def test_a_key_revoked_by_another_process_is_refused_within_the_cache_s_second(
+        world: World) -> None:
+    """Keys that signed in are remembered for ``TTL_SECONDS``: a revocation this process
+    made is refused at once (above); one another API process made (here: written to the
+    database directly) within that second."""
+    service = world.service
+    key = service.call("POST", "/v1/api-keys", ADMIN, 201,
+                       json={"account_type": "partner", "account_id": world.partner_id})
+    service.call("GET", "/v1/me", key["key"], 200)
+    with service.db.begin() as conn:
+        conn.execute(update(api_key).where(api_key.c.id == key["id"]).values(
+            revoked_at=api_key.c.created_at))
+    deadline = time.monotonic() + TTL_SECONDS + 0.5
+    while service.client.get("/v1/me", headers={
+            "Authorization": f"Bearer {key['key']}"}).status_code == 200:
+        assert time.monotonic() < deadline, "the revoked key was still accepted"
+        time.sleep(0.05)
+    assert service.call("GET", "/v1/me", key["key"], 401)["message"] == \
+        "unknown or revoked API key"
+
+
+def test_the_key_cache_keeps_digests_forgets_on_revocation_and_ignores_raced_lookups() -> None:
+    cache = KeyCache(ttl=60)
+    who = Principal("brand", 7, 3)
+    before = cache.generation
+    cache.remember("pbk_secret", who, before)
+    assert cache.get("pbk_secret") == who and cache.get("pbk_other") is None
+    assert "pbk_secret" not in repr(vars(cache))  # only its digest is kept
+    cache.forget_all()
+    assert cache.get("pbk_secret") is None
+    cache.remember("pbk_secret", who, before)  # its lookup began before the revocation
+    assert cache.get("pbk_secret") is None
+    small = KeyCache(ttl=60, max_keys=2)
+    for n in range(3):
+        small.remember(f"pbk_{n}", who, small.generation)
+    assert [small.get(f"pbk_{n}") for n in range(3)] == [None, who, who]
 
 
 def test_roles_are_enforced(world: World) -> None:

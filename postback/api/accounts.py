@@ -75,6 +75,7 @@ def issue_key(body: ApiKeyIn, request: Request, _: Operator) -> dict[str, Any]:
 def revoke_key(key_id: IdPath, request: Request, _: Operator) -> Response:
     with write(request) as conn:
         accounts.revoke_key(conn, key_id)
+    request.app.state.keys.forget_all()  # refused from the next request on
     return Response(status_code=204)
 
 

@@ -41,6 +41,7 @@ from postback.models import ActionIn
 from postback.services import ledger
 from postback.services.group_commit import GroupCommit
 from postback.services.health import Readiness
+from postback.services.key_cache import KeyCache
 from postback.services.lane import TestLane
 
 
@@ -60,6 +61,7 @@ def create_api(settings: Settings, db: Engine, wake: Callable[[], None] | None =
     app.state.db = db
     app.state.wake = wake or (lambda: None)
     app.state.test_lane = TestLane()
+    app.state.keys = KeyCache()
 
     def report_each(conn: Connection,
                     reports: Sequence[tuple[int, ActionIn]]) -> list[ledger.Outcome]:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractContextManager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy import Connection, Engine
 
 from postback.db.engine import reader
 from postback.models import MAX_ID
 from postback.services.accounts import Principal, Role, authenticate
+from postback.services.key_cache import KeyCache
 
 
 def _db(request: Request) -> Engine:
@@ -19,22 +21,36 @@ def _db(request: Request) -> Engine:
     return engine
 
 
-def principal(request: Request) -> Principal:
+async def principal(request: Request) -> Principal:
+    """Who sent the request. A key seen within the last second is answered from memory on
+    the event loop (``services/key_cache.py``); otherwise the database is asked on a
+    thread."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise HTTPException(401, "send Authorization: Bearer <api key>",
                             headers={"WWW-Authenticate": "Bearer"})
-    with reader(_db(request)).connect() as conn:
-        found = authenticate(conn, token.strip(), request.app.state.settings.admin_token)
+    keys: KeyCache = request.app.state.keys
+    found = keys.get(token)
+    if found is not None:
+        return found
+    generation = keys.generation
+    found = await run_in_threadpool(_authenticate, request, token)
     if found is None:
         raise HTTPException(401, "unknown or revoked API key",
                             headers={"WWW-Authenticate": "Bearer"})
+    keys.remember(token, found, generation)
     return found
 
 
-def role(*allowed: Role) -> Callable[[Principal], Principal]:
-    def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
+def _authenticate(request: Request, token: str) -> Principal | None:
+    with reader(_db(request)).connect() as conn:
+        return authenticate(conn, token, request.app.state.settings.admin_token)
+
+
+def role(*allowed: Role) -> Callable[[Principal], Coroutine[Any, Any, Principal]]:
+    async def check(who: Annotated[Principal, Depends(principal)]) -> Principal:
         if who.role not in allowed:
             raise HTTPException(403, f"this endpoint is for {' or '.join(allowed)} keys; "
                                 f"you are signed in as {who.role}")

@@ -94,6 +94,7 @@ def revoke_key(key_id: Id, request: Request, sent: Form) -> Response:
     try:
         with request.app.state.db.begin() as conn:
             accounts.revoke_key(conn, key_id)
+        request.app.state.keys.forget_all()  # the API refuses it from the next request on
     except NotFound:
         return _accounts(p, 404, error=p.gettext("There is no such key."))
     return p.done("/operator#keys", p.gettext("The key was revoked; the sessions it opened "
