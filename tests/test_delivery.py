@@ -4,14 +4,16 @@ every kind of answer is classified, retried and logged."""
 from __future__ import annotations
 
 import json
+import os
 import time
+import uuid
 import xml.etree.ElementTree as ET
 from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
 
-from postback.services.ids import uuid7_ms
+from postback.services.ids import uuid7, uuid7_ms
 from tests.conftest import Service, World, build_world
 from tests.receiver import Answer, Received, Receiver
 
@@ -301,3 +303,23 @@ def test_settings_are_validated_on_save(world: World, body: dict[str, Any],
 
 def test_unknown_notification_type_is_404(world: World) -> None:
     world.partner("PUT", "/v1/event-notifications/nope", 404, json={"url": "https://x.example/"})
+
+
+def test_event_ids_are_unique_time_ordered_and_differ_in_a_forked_child() -> None:
+    ids = [uuid7() for _ in range(5000)]  # across several fetches of random bytes
+    assert len(set(ids)) == 5000
+    assert all(uuid.UUID(i).version == 7 for i in ids)
+    assert [uuid7_ms(i) for i in ids] == sorted(uuid7_ms(i) for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's next ids, to compare with the parent's
+        os.close(read)
+        os.write(write, "\n".join(uuid7() for _ in range(10)).encode())
+        os._exit(0)
+    os.close(write)
+    parent = [uuid7() for _ in range(10)]
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split("\n")
+    os.waitpid(pid, 0)
+    assert len(child) == 10
+    assert [c[15:] for c in child] != [p[15:] for p in parent]  # not the same random bytes
