@@ -202,7 +202,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return runner.serve(settings, args.host, args.port, args.workers)
     if args.command == "api":
-        asyncio.run(runner.api(settings, args.host, args.port))
+        import uvloop  # the API's loop: less CPU a request than asyncio's own
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as loop:
+            loop.run(runner.api(settings, args.host, args.port))
     elif args.command == "worker":
         asyncio.run(runner.work(settings))
     elif args.command == "scheduler":
