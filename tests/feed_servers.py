@@ -45,9 +45,11 @@ PASSWORD = "s3cret-Pa55word-for-tests"
 
 
 def destination_settings(**overrides: Any) -> Settings:
-    """Settings for destination tests: loopback allowed, short timeouts."""
-    base: dict[str, Any] = {"allow_targets": LOOPBACK, "destination_connect_timeout": 2.0,
-                            "destination_idle_timeout": 2.0, "destination_total_timeout": 20.0}
+    """Settings for destination tests: loopback allowed, timeouts long enough that a loaded
+    CI machine never hits one a test did not ask for (those set 0.5 s themselves): a 2 s
+    idle timeout once fired before a closing server's reset was read."""
+    base: dict[str, Any] = {"allow_targets": LOOPBACK, "destination_connect_timeout": 10.0,
+                            "destination_idle_timeout": 15.0, "destination_total_timeout": 60.0}
     base.update(overrides)
     return Settings(**base)
 

@@ -39,8 +39,8 @@ def w(make_service: Callable[..., Service], smtp_server: SmtpServer) -> World:
     return build_world(make_service(start_engine=False, smtp_host=smtp_server.host,
                                     smtp_port=smtp_server.port, smtp_tls="none",
                                     smtp_from="Feeds <feeds@postback.test>",
-                                    destination_connect_timeout=2.0,
-                                    destination_idle_timeout=2.0))
+                                    destination_connect_timeout=10.0,
+                                    destination_idle_timeout=15.0))
 
 
 def work(service: Service) -> None:
