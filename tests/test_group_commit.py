@@ -12,15 +12,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
+from sqlalchemy.exc import OperationalError
 
-from postback.db.engine import make_engine
+from postback.core.lifecycle import RuleViolation
+from postback.db.engine import make_engine, reader
 from postback.db.schema import action, delivery
+from postback.models import ActionIn
+from postback.services import group_commit, ledger
 from postback.services.group_commit import GroupCommit
 from tests.conftest import ADMIN, Service, World, build_world
 
@@ -49,12 +55,12 @@ def _until(done: Callable[[], bool], what: str) -> None:
 
 
 @contextmanager
-def _action_table_held(service: Service) -> Iterator[None]:
+def _action_table_held(db: Engine) -> Iterator[None]:
     """Writes to ``action`` wait until the block ends (SQLite: the write lock; PostgreSQL:
     a lock on the table that inserts wait for)."""
-    conn = service.db.connect()
+    conn = db.connect()
     trans = conn.begin()
-    if service.db.dialect.name == "postgresql":
+    if db.dialect.name == "postgresql":
         conn.execute(text("LOCK TABLE action IN SHARE MODE"))
     else:
         conn.execute(text("UPDATE action SET id = id WHERE 0"))
@@ -83,7 +89,7 @@ def _post_together(world: World, bodies: list[dict[str, Any]], groups: int = 2) 
 
     threads = [threading.Thread(target=post, args=(i,), daemon=True) for i in range(len(bodies))]
     queued: list[int] = []
-    with _action_table_held(world.service):
+    with _action_table_held(world.service.db):
         threads[0].start()
         _until(lambda: commits.in_flight == 1, "the first request never reached the commit")
         for i, thread in enumerate(threads[1:], start=1):
@@ -246,3 +252,114 @@ def test_a_work_function_that_breaks_its_contract_fails_its_requests_not_the_thr
         assert commits.submit(2).exception(BOUND) is not None  # the thread still answers
     finally:
         db.dispose()
+
+
+def _wait_for_action_table(conn: Connection) -> None:
+    """A write to ``action`` that gives up after 0.1 s of waiting for its lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SET LOCAL lock_timeout = '100ms'"))
+        conn.execute(text("LOCK TABLE action IN ROW EXCLUSIVE MODE"))
+    else:
+        conn.exec_driver_sql("PRAGMA busy_timeout = 100")
+        conn.execute(text("UPDATE action SET id = id WHERE 0"))
+
+
+def test_a_group_that_times_out_on_a_lock_fails_whole_not_one_request_at_a_time(
+        db_url: str) -> None:
+    """A lock wait, a lost connection or an exhausted pool is nobody's fault in the group:
+    retried one request at a time on the one commit thread, each would wait out the same
+    timeout while every later request waited behind them."""
+    db = make_engine(db_url)
+    try:
+        calls: list[list[int]] = []
+        first_running, let_first_go = threading.Event(), threading.Event()
+
+        def work(conn: Connection, items: Any) -> list[int]:
+            calls.append(list(items))
+            if items == [0]:  # holds the thread while the others queue behind it
+                first_running.set()
+                let_first_go.wait(BOUND)
+            else:
+                _wait_for_action_table(conn)
+            return list(items)
+
+        # deferred transactions on SQLite, so that only the write waits for the lock
+        commits: GroupCommit[int, int] = GroupCommit(reader(db), work)
+        first = commits.submit(0)
+        assert first_running.wait(BOUND)
+        rest = [commits.submit(n) for n in range(1, 7)]
+        with _action_table_held(db):
+            let_first_go.set()
+            assert first.result(BOUND) == 0
+            errors = [f.exception(BOUND) for f in rest]
+        assert all(isinstance(e, OperationalError) for e in errors), errors
+        assert calls == [[0], [1, 2, 3, 4, 5, 6]]  # one attempt for the six, not seven
+        assert commits.submit(7).result(BOUND) == 7  # and the thread goes on
+    finally:
+        db.dispose()
+
+
+def test_a_commit_thread_that_cannot_start_fails_its_request_and_the_next_starts_one(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads can run out (a process limit): the request that needed one is told, and the
+    next request is not left waiting on a thread that never ran."""
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    db = make_engine(db_url)
+    try:
+        commits: GroupCommit[int, int] = GroupCommit(db, lambda conn, items: list(items))
+        monkeypatch.setattr(group_commit, "threading", SimpleNamespace(Thread=NoThread))
+        with pytest.raises(RuntimeError, match="can't start new thread"):
+            commits.submit(1)
+        assert commits.queued == 0
+        monkeypatch.undo()
+        assert commits.submit(2).result(BOUND) == 2
+    finally:
+        db.dispose()
+
+
+def _waiting_on_a_lock(db: Engine) -> bool:
+    with db.connect() as conn:
+        return bool(conn.execute(text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()")).scalar_one())
+
+
+def test_overlapping_reports_insert_in_oid_order_so_they_wait_rather_than_deadlock(
+        quiet: World) -> None:
+    """A group and a batch (or two batches) that share oids lock the unique index's entries
+    in the order they insert them. In the order given, one holding B and waiting for A
+    while the other, holding A, inserts B is a deadlock PostgreSQL breaks by failing one;
+    in oid order both take A first and the second simply waits."""
+    db = quiet.service.db
+    if db.dialect.name != "postgresql":
+        pytest.skip("SQLite has one writer at a time: its inserts never interleave")
+    now = datetime.now(UTC)
+    a, b = (ActionIn(**quiet.action(oid=oid)) for oid in ("A", "B"))
+    holder = db.connect()
+    holder_trans = holder.begin()
+    ledger.report_actions(holder, quiet.brand_id, [a], now)  # holds A, uncommitted
+    outcome: list[BaseException | None] = []
+
+    def report_b_then_a() -> None:
+        try:
+            with db.begin() as conn:
+                ledger.report_actions(conn, quiet.brand_id, [b, a], now, batch=True)
+            outcome.append(None)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    other = threading.Thread(target=report_b_then_a, daemon=True)
+    other.start()
+    try:
+        _until(partial(_waiting_on_a_lock, db), "the batch never waited for A")
+        ledger.report_actions(holder, quiet.brand_id, [b], now)  # B is free: no deadlock
+        holder_trans.commit()
+    finally:
+        holder.close()
+    other.join(BOUND)
+    assert len(outcome) == 1 and isinstance(outcome[0], RuleViolation), outcome
+    assert "oid 'A' is already used" in str(outcome[0])
+    assert [_recorded(quiet, oid) for oid in ("A", "B")] == [1, 1]

@@ -10,8 +10,12 @@ request that arrives alone goes at once: nothing waits for company.
 
 Each request's answer comes only after its commit. A request the work function refuses
 (a rule, a missing program) gets its own error and the others commit. If the whole group
-fails (a row the database refuses, a deadlock), each request is retried in a transaction
-of its own, so one that cannot be written fails alone.
+fails on something one request may have caused (a row the database refuses, a deadlock),
+it is split in halves and each half tried again, so one that cannot be written fails
+alone after a few transactions, not one per request. If it fails on something no request
+caused (the database unreachable or locked, the pool exhausted), every request in it is
+answered with that error at once: retried one by one on this single thread, each would
+wait out the same timeout while every later request waited behind them.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from concurrent.futures import Future
 from typing import Generic, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy import exc as sa_exc
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,28 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 Work = Callable[[Connection, Sequence[T]], Sequence["R | Exception"]]
+
+# PostgreSQL's deadlock and serialization failures: the transaction lost a race, which a
+# smaller group (fewer rows, fewer locks) retried at once may win
+_LOST_A_RACE = frozenset({"40P01", "40001"})
+
+
+class BrokenContract(RuntimeError):
+    """The work function returned a different number of outcomes than it was given items."""
+
+
+def _splittable(exc: Exception) -> bool:
+    """Whether a failed group is worth retrying in halves: the error may be one request's
+    doing (a value the database refuses, a trigger, a bug a row's data sets off) or a race
+    a smaller group may win. Errors of the connection, the pool or a lock wait are the same
+    for every request and fail the group whole."""
+    if isinstance(exc, BrokenContract | sa_exc.TimeoutError | sa_exc.InterfaceError):
+        return False
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return False
+    if isinstance(exc, sa_exc.OperationalError):
+        return getattr(exc.orig, "sqlstate", None) in _LOST_A_RACE
+    return True
 
 
 class GroupCommit(Generic[T, R]):
@@ -70,13 +97,17 @@ class GroupCommit(Generic[T, R]):
             if self._running:
                 self._ready.notify()
             else:
-                self._start()
+                try:
+                    self._start()
+                except BaseException:  # no thread (none to be had): this request fails,
+                    self._queue.pop()  # and the next submit tries to start one again
+                    raise
         return future
 
     def _start(self) -> None:
-        """The thread (with ``_ready`` held)."""
-        self._running = True
+        """The thread (with ``_ready`` held, so it waits for the flag to be set)."""
         threading.Thread(target=self._run, name="group-commit", daemon=True).start()
+        self._running = True
 
     def _run(self) -> None:
         group: list[tuple[T, Future[R]]] = []
@@ -105,7 +136,11 @@ class GroupCommit(Generic[T, R]):
                 self.in_flight = 0
                 self._running = False
                 if self._queue:
-                    self._start()
+                    try:
+                        self._start()
+                    except BaseException as start_exc:
+                        while self._queue:
+                            self._queue.popleft()[1].set_exception(start_exc)
             raise
 
     def _commit(self, group: list[tuple[T, Future[R]]]) -> None:
@@ -113,16 +148,21 @@ class GroupCommit(Generic[T, R]):
             with self._engine.begin() as conn:
                 outcomes = self._work(conn, [item for item, _ in group])
                 if len(outcomes) != len(group):
-                    raise RuntimeError(f"group commit: {len(outcomes)} outcomes for "
-                                       f"{len(group)} items")
+                    raise BrokenContract(f"group commit: {len(outcomes)} outcomes for "
+                                         f"{len(group)} items")
         except Exception as exc:
-            if len(group) == 1:
-                group[0][1].set_exception(exc)
+            if len(group) == 1 or not _splittable(exc):
+                if len(group) > 1:
+                    log.warning("a group of %d requests failed to commit: %s", len(group),
+                                exc)
+                for _, future in group:
+                    future.set_exception(exc)
                 return
-            log.warning("a group of %d requests failed to commit (%s); committing each "
-                        "alone", len(group), exc)
-            for one in group:
-                self._commit([one])
+            log.warning("a group of %d requests failed to commit (%s); trying it again in "
+                        "halves", len(group), exc)
+            half = len(group) // 2
+            self._commit(group[:half])
+            self._commit(group[half:])
             return
         self.groups += 1
         if any(not isinstance(out, Exception) for out in outcomes):

@@ -139,7 +139,10 @@ def _report(conn: Connection, brand_id: int, actions: Sequence[ActionIn], now: d
             # look-up was planned as a scan of the whole event type on a freshly loaded
             # PostgreSQL table)
             with conn.begin_nested():
-                conn.execute(insert(action), [rows[i] for i in live])
+                # in key order: two transactions inserting overlapping oids then lock
+                # the unique index's entries in one order, and one waits, not deadlocks
+                conn.execute(insert(action), [rows[i] for i in sorted(
+                    live, key=lambda i: (actions[i].event_type_id, actions[i].oid))])
             break
         except IntegrityError as exc:
             # also the answer when another request reports the same oid at the same time:
