@@ -4,7 +4,8 @@
 * ``worker``: a delivery engine (run several: on one SQLite file, or on PostgreSQL from any
   number of machines).
 * ``scheduler``: locking, clearing and inquiry auto-approval when their dates come; data
-  feeds; the Deliveries chart's rollup and attempt-body retention.
+  feeds; large catalog changes' postbacks; the Deliveries chart's rollup and attempt-body
+  retention.
 * ``serve``: the one-command default: migrations, the sealing key and the operator token
   once, then a supervisor (``supervisor.py``) runs ``api``, N ``worker`` and
   ``scheduler`` as child processes and keeps them running.
@@ -263,6 +264,25 @@ async def _feeds_loop(db: DbEngine, settings: Settings, interval: float = FEEDS_
         await asyncio.shield(asyncio.gather(*workers, return_exceptions=True))
 
 
+#: how often the scheduler looks for catalog changes whose postbacks wait to be written
+FANOUT_INTERVAL = 0.2
+
+
+async def _fanout_loop(db: DbEngine, interval: float = FANOUT_INTERVAL) -> None:
+    """Large catalog changes' postbacks written a chunk per transaction
+    (``services/fanout.py``), without a pause while there are more and the engines keep
+    up, every ``interval`` seconds otherwise."""
+    from postback.services import fanout
+
+    while True:
+        done = 0
+        try:
+            done = await asyncio.to_thread(fanout.expand_due, db)
+        except Exception:
+            log.exception("catalog fan-out failed; trying again in %g s", interval)
+        await asyncio.sleep(0 if done else interval)
+
+
 #: how often the scheduler folds the Deliveries chart's deltas, and runs retention
 FOLD_INTERVAL = 2.0
 PRUNE_INTERVAL = 60.0
@@ -330,7 +350,8 @@ async def schedule(settings: Settings) -> None:
     tasks = [asyncio.create_task(_heartbeat_loop(db, name, settings.heartbeat_seconds)),
              asyncio.create_task(_lifecycle_loop(db, settings.lifecycle_interval)),
              asyncio.create_task(_feeds_loop(db, settings)),
-             asyncio.create_task(_housekeeping_loop(db, settings))]
+             asyncio.create_task(_housekeeping_loop(db, settings)),
+             asyncio.create_task(_fanout_loop(db))]
     log.info("scheduler %s started", name)
     try:
         await stop.wait()

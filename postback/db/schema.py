@@ -26,6 +26,7 @@ from sqlalchemy import (
     text,
 )
 
+from postback.core.routing import PRODUCT
 from postback.core.values import utc
 
 
@@ -304,6 +305,10 @@ catalog_item = Table(
     Index("ix_catalog_item_updated", "program_id", "updated_at", "id"),
 )
 
+#: deliveries that claims take before catalog changes' (a literal predicate, so that both
+#: databases' planners can use the partial index on it)
+FIRST_DUE = f"notification_type <> '{PRODUCT}'"
+
 delivery = Table(
     "delivery", metadata,
     Column("id", Integer, primary_key=True),
@@ -338,6 +343,10 @@ delivery = Table(
     # the original deliveries, which are the only ones a replay selects
     Column("replay_id", Integer, ForeignKey("replay.id")),
     Index("ix_delivery_due", "status", "next_attempt_at"),
+    # due work other than catalog changes', which claims take first (0013): a bulk catalog
+    # change's postbacks never queue ahead of an action's
+    Index("ix_delivery_due_first", "status", "next_attempt_at", postgresql_where=text(FIRST_DUE),
+          sqlite_where=text(FIRST_DUE)),
     Index("ix_delivery_partner", "partner_id", "id"),
     Index("ix_delivery_event_id", "event_id"),
     # held rows only (a partial index costs the hot path nothing): resume, count, discard
@@ -460,6 +469,22 @@ change_log = Table(
     Index("ix_change_log_program", "kind", "program_id", "txid", "id"),
     # the long polls' wake-up: the newest transaction whose changes a read may return
     Index("ix_change_log_txid", "txid"),
+    sqlite_autoincrement=True,
+)
+
+#: Catalog changes whose postbacks are still to be written: a bulk change to a program with
+#: many partners would write item-by-setting deliveries in the brand's request; instead its
+#: transaction leaves one row here per change, and the scheduler expands them a bounded
+#: chunk per transaction, at the pace the engines send (services/fanout.py).
+catalog_fanout = Table(
+    "catalog_fanout", metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("change_id", String(36), ForeignKey("change_log.change_id", ondelete="CASCADE"),
+           nullable=False, unique=True),
+    Column("program_id", Integer, ForeignKey("program.id", ondelete="CASCADE"),
+           nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_catalog_fanout_program", "program_id", "id"),
     sqlite_autoincrement=True,
 )
 

@@ -31,16 +31,24 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     type_coerce,
     update,
 )
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, InternalError, ProgrammingError
 
 from postback.core.responses import stored_body
+from postback.core.routing import PRODUCT
 from postback.core.signing import SigningKey, secret_key
 from postback.core.urls import wire_url
 from postback.core.values import utc
-from postback.db.schema import delivery, delivery_attempt, notification_setting, rate_bucket
+from postback.db.schema import (
+    FIRST_DUE,
+    delivery,
+    delivery_attempt,
+    notification_setting,
+    rate_bucket,
+)
 from postback.sealing import Sealer
 
 
@@ -175,20 +183,30 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
     ones are written, so a busy endpoint costs no writes for what it cannot take now.
     Endpoints with a Maximum Requests per second get only what their shared bucket allows;
     the rest is handed back at once, spaced at the endpoint's rate, with no attempt charged.
-    Held deliveries (``status = 'held'``: their setting is off) are never claimed.
+    Held deliveries (``status = 'held'``: their setting is off) are never claimed. Catalog
+    changes' postbacks are taken only when nothing else is due: a bulk change's million
+    never holds up the actions and inquiries reported after it.
     """
     room = room or {}
     full = [key for key, free in room.items() if free <= 0]
-    candidates = (select(delivery.c.id, delivery.c.setting_id, delivery.c.open_claims)
-                  .where(delivery.c.status == "pending", delivery.c.next_attempt_at <= now)
-                  .order_by(delivery.c.next_attempt_at).limit(limit * 4)
-                  .with_for_update(skip_locked=True))
-    if full:
-        candidates = candidates.where(or_(delivery.c.setting_id.is_(None),
-                                          delivery.c.setting_id.not_in(full)))
+
+    def candidates(first: bool, up_to: int) -> Any:
+        query = (select(delivery.c.id, delivery.c.setting_id, delivery.c.open_claims)
+                 .where(delivery.c.status == "pending", delivery.c.next_attempt_at <= now,
+                        text(FIRST_DUE) if first else delivery.c.notification_type == PRODUCT)
+                 .order_by(delivery.c.next_attempt_at).limit(up_to)
+                 .with_for_update(skip_locked=True))
+        if full:
+            query = query.where(or_(delivery.c.setting_id.is_(None),
+                                    delivery.c.setting_id.not_in(full)))
+        return query
+
     wake_in: float | None = None
     with engine.begin() as conn:
-        chosen = _choose(conn.execute(candidates).all(), limit, room, default_room)
+        found = list(conn.execute(candidates(True, limit * 4)))
+        if len(found) < limit * 4:  # catalog changes' postbacks fill what is left
+            found += conn.execute(candidates(False, limit * 4 - len(found))).all()
+        chosen = _choose(found, limit, room, default_room)
         rows = sorted(conn.execute(
             update(delivery).where(delivery.c.id.in_(chosen))
             .values(lease_owner=worker, next_attempt_at=now + timedelta(seconds=lease_seconds),

@@ -8,7 +8,7 @@ on the setting so a partner who rotates a header secret changes pending retries 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +27,7 @@ from postback.core.payload import (
 from postback.core.render import CONTENT_TYPES, BodyFormat, Value
 from postback.core.routing import INQUIRY, PRODUCT, Route, routes
 from postback.db.schema import (
+    catalog_fanout,
     contract,
     delivery,
     event_type,
@@ -237,39 +238,72 @@ class CatalogChange:
     changed_fields: tuple[str, ...]
 
 
+#: a catalog change's postbacks are written in its own transaction up to this many; past
+#: it (a bulk upsert to a program with many partners: 10,000 items by 100 settings is a
+#: million rows) the change log's rows are left for the scheduler to expand
+#: (``services/fanout.py``), and the brand's request answers in a moment
+INLINE_FANOUT = 1000
+
+
+@dataclass(frozen=True)
+class LoggedChange:
+    """A catalog change as the change log keeps it: its postbacks are rendered from this,
+    in the brand's transaction or later by the fan-out, alike."""
+
+    change_id: str
+    item_id: str
+    trigger: str
+    values: Mapping[str, Value]
+
+
+def catalog_deliveries(settings: Iterable[Mapping[str, Any]], changes: Sequence[LoggedChange],
+                       now: datetime) -> list[dict[str, Any]]:
+    """One delivery per setting and change, each with its own ``{EventId}``."""
+    rows = []
+    for setting in settings:
+        compiled = _compiled(setting)
+        for change in changes:
+            event_id = uuid7()
+            rows.append(delivery_row(
+                setting, compiled, {**change.values, "EventId": event_id},
+                event_id=event_id, trigger=change.trigger, now=now, item_id=change.item_id,
+                change_id=change.change_id))
+    return rows
+
+
 def enqueue_catalog_events(conn: Connection, program_id: int, changes: list[CatalogChange],
                            now: datetime) -> int:
     """Change-log rows for catalog changes, and their deliveries to every partner
-    contracted on the program."""
+    contracted on the program: written now if they are few, otherwise (or while earlier
+    changes of the program still wait, so that none overtakes them) left to the fan-out.
+    Returns how many deliveries were written now."""
     if not changes:
         return 0
     prog = conn.execute(select(program.c.name, program.c.brand_id)
                         .where(program.c.id == program_id)).one()
-    change_ids = [uuid7() for _ in changes]
-
-    def values_of(change: CatalogChange, event_id: str, change_id: str,
-                  names: Iterable[str] | None = None) -> dict[str, Value]:
-        return catalog_values(CatalogContext(
-            change.item_id, change.data, program_id, prog.name, change.change_type,
-            change.changed_fields, event_id, change_id), names)
-
+    logged = []
+    for change in changes:
+        change_id = uuid7()
+        logged.append(LoggedChange(change_id, change.item_id, change.change_type, _logged(
+            catalog_values(CatalogContext(change.item_id, change.data, program_id, prog.name,
+                                          change.change_type, change.changed_fields, "",
+                                          change_id)))))
     record_changes(conn, [{
-        "kind": "catalog", "change_id": change_id, "brand_id": prog.brand_id,
-        "program_id": program_id, "partner_id": None, "subject": change.item_id,
-        "trigger": change.change_type, "sequence": None,
-        "values": _logged(values_of(change, "", change_id)), "created_at": now,
-    } for change, change_id in zip(changes, change_ids, strict=True)])
+        "kind": "catalog", "change_id": c.change_id, "brand_id": prog.brand_id,
+        "program_id": program_id, "partner_id": None, "subject": c.item_id,
+        "trigger": c.trigger, "sequence": None, "values": c.values, "created_at": now,
+    } for c in logged])
     partner_ids = set(conn.execute(select(contract.c.partner_id).where(
         contract.c.program_id == program_id)).scalars())
-    settings = active_settings(conn, partner_ids, {PRODUCT})
-    rows = []
-    for partner_settings in settings.values():
-        for setting in partner_settings:
-            compiled = _compiled(setting)
-            for change, change_id in zip(changes, change_ids, strict=True):
-                event_id = uuid7()
-                rows.append(delivery_row(
-                    setting, compiled, values_of(change, event_id, change_id, compiled.tokens),
-                    event_id=event_id, trigger=change.change_type, now=now,
-                    item_id=change.item_id, change_id=change_id))
-    return insert_deliveries(conn, rows)
+    settings = [s for found in active_settings(conn, partner_ids, {PRODUCT}).values()
+                for s in found]
+    if not settings:
+        return 0
+    behind = conn.execute(select(catalog_fanout.c.id).where(
+        catalog_fanout.c.program_id == program_id).limit(1)).first() is not None
+    if behind or len(settings) * len(logged) > INLINE_FANOUT:
+        conn.execute(insert(catalog_fanout), [
+            {"change_id": c.change_id, "program_id": program_id, "created_at": now}
+            for c in logged])
+        return 0
+    return insert_deliveries(conn, catalog_deliveries(settings, logged, now))

@@ -1,0 +1,195 @@
+"""Catalog fan-out: a bulk upsert of ``--items`` items to a program with ``--partners``
+contracted partners, each with a Product Data Change setting, sent to `postback serve` as a
+user runs it (its default processes). Measured: how long the brand's request takes to
+answer; how fast its items-by-partners postbacks arrive, beside the same service's drain
+rate for a burst of actions; and, all the while, the latency of lifecycle postbacks of
+actions reported at ``--rate`` a second, beside the same rate with no catalog change.
+
+    .venv/bin/python bench/catalog.py [--items 10000] [--partners 100] [--rate 20]
+                                      [--db sqlite,postgresql] [--drain 50000]
+
+Everything runs on loopback and stops by itself (bounded count, bounded time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from e2e import ADMIN, Service, database, get, percentile, receiver_process
+
+LIMIT = 900.0  # seconds the fan-out's postbacks may take to arrive
+TICK = 0.1
+
+
+def setup(service: Service, partners: int, receiver: str) -> tuple[str, int,
+                                                                   list[dict[str, int]]]:
+    """A brand, a program and ``partners`` partners, each with a lifecycle postback
+    (``t=`` its action's send time) and a Product Data Change postback to ``receiver``."""
+    brand = service.call("POST", "/v1/brands", ADMIN, {"name": "Bench Brand"})
+    bkey = service.call("POST", "/v1/api-keys", ADMIN,
+                        {"account_type": "brand", "account_id": brand["id"]})["key"]
+    program = service.call("POST", "/v1/programs", bkey, {"name": "Bench", "currency": "USD"})
+    etype = service.call("POST", f"/v1/programs/{program['id']}/event-types", bkey,
+                         {"name": "Sale", "action_type": "SALE"})
+    targets = []
+    for i in range(partners):
+        partner = service.call("POST", "/v1/partners", ADMIN,
+                               {"name": f"P{i}", "partner_type": "cashback"})
+        pkey = service.call("POST", "/v1/api-keys", ADMIN,
+                            {"account_type": "partner", "account_id": partner["id"]})["key"]
+        service.call("PUT", f"/v1/programs/{program['id']}/contracts/{partner['id']}", bkey,
+                     {"event_type_ids": [etype["id"]], "locking": {"rule": "open_ended"},
+                      "clearing": {"rule": "days_after_locking", "days": 0}})
+        service.call("PUT", "/v1/event-notifications/action-lifecycle", pkey,
+                     {"url": f"{receiver}/pb/{i}?t={{SubId1}}&a={{ActionId}}", "method": "GET"})
+        service.call("PUT", "/v1/event-notifications/product-data-change", pkey,
+                     {"url": f"{receiver}/cat/{i}?i={{CatalogItemId}}&c={{ChangeType}}"
+                             "&p={CurrentPrice}&e={EventId}", "method": "GET"})
+        targets.append({"program_id": program["id"], "event_type_id": etype["id"],
+                        "partner_id": partner["id"]})
+    return bkey, program["id"], targets
+
+
+class Lifecycle(threading.Thread):
+    """Actions at ``rate`` a second, round the partners, until stopped."""
+
+    def __init__(self, service: Service, bkey: str, targets: list[dict[str, int]],
+                 rate: int) -> None:
+        super().__init__(daemon=True)
+        self.service, self.bkey, self.targets = service, bkey, targets
+        self.per_tick = max(1, round(rate * TICK))
+        self.sent = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        n = 0
+        while not self.halt.is_set():
+            now = f"{time.time():.6f}"
+            self.service.call("POST", "/v1/actions/batch", self.bkey, {"actions": [{
+                **self.targets[(self.sent + i) % len(self.targets)], "oid": uuid.uuid4().hex,
+                "amount": "100.00", "payout": "8.00", "sub_id1": now,
+                "event_date": "2026-11-02T18:04:05+00:00"} for i in range(self.per_tick)]})
+            self.sent += self.per_tick
+            n += 1
+            pause = start + n * TICK - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+
+
+def wait_count(receiver: str, count: int, limit: float) -> dict[str, Any]:
+    deadline = time.monotonic() + limit
+    while (stats := get(f"{receiver}/__stats"))["count"] < count:
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    return dict(stats)
+
+
+def latency(stats: dict[str, Any]) -> tuple[float, float]:
+    lat = [x * 1000 for x in stats["latencies"]]
+    return (statistics.median(lat), percentile(lat, 99)) if lat else (float("nan"),) * 2
+
+
+def run(db_url: str, tmp: Path, receiver: str, items: int, partners: int, rate: int,
+        drain: int) -> dict[str, float]:
+    service = Service(db_url, tmp, workers=os.cpu_count() or 1)
+    try:
+        bkey, program_id, targets = setup(service, partners, receiver)
+        # the service's drain rate: a burst of actions, one postback each
+        get(f"{receiver}/__reset")
+        started = time.time()
+        for sent in range(0, drain, 1000):
+            service.call("POST", "/v1/actions/batch", bkey, {"actions": [{
+                **targets[(sent + i) % len(targets)], "oid": uuid.uuid4().hex,
+                "amount": "1.00", "payout": "0.10", "event_date": "2026-11-02T18:04:05+00:00"}
+                for i in range(min(1000, drain - sent))]})
+        stats = wait_count(receiver, drain, LIMIT)
+        drain_rate = stats["count"] / (stats["last"] - started)
+        # lifecycle latency with no catalog change
+        get(f"{receiver}/__reset")
+        quiet = Lifecycle(service, bkey, targets, rate)
+        quiet.start()
+        time.sleep(10)
+        quiet.halt.set()
+        quiet.join()
+        alone = latency(wait_count(receiver, quiet.sent, 30))
+        # the catalog change, lifecycle postbacks meanwhile
+        get(f"{receiver}/__reset")
+        busy = Lifecycle(service, bkey, targets, rate)
+        busy.start()
+        time.sleep(1)
+        body = {"items": [{"item_id": f"SKU-{n}", "name": f"Item {n}", "current_price": "19.99",
+                           "currency": "USD", "url": f"https://shop.example/p/{n}",
+                           "category": "Bench"} for n in range(items)]}
+        sent_at = time.time()
+        t = time.perf_counter()
+        answer = service.call("POST", f"/v1/programs/{program_id}/catalog/items/bulk", bkey,
+                              body)
+        answered = time.perf_counter() - t
+        assert answer["added"] == items, answer
+        expected = items * partners
+        deadline = time.monotonic() + LIMIT
+        while (stats := get(f"{receiver}/__stats"))["count"] - busy.sent < expected:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        busy.halt.set()
+        busy.join()
+        stats = wait_count(receiver, expected + busy.sent, 30)
+        during = latency(stats)
+        return {"answer_s": answered, "expected": expected,
+                "catalog_received": stats["count"] - len(stats["latencies"]),
+                "catalog_rate": (stats["count"] - len(stats["latencies"]))
+                / (stats["last"] - sent_at),
+                "drain_rate": drain_rate, "alone_p50": alone[0], "alone_p99": alone[1],
+                "during_p50": during[0], "during_p99": during[1],
+                "lifecycle": len(stats["latencies"]), "lifecycle_sent": busy.sent}
+    finally:
+        service.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--items", type=int, default=10_000)
+    parser.add_argument("--partners", type=int, default=100)
+    parser.add_argument("--rate", type=int, default=20, help="lifecycle actions a second")
+    parser.add_argument("--drain", type=int, default=50_000,
+                        help="actions of the drain-rate burst")
+    parser.add_argument("--db", default="sqlite,postgresql")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp, receiver_process() as receiver:
+        for kind in args.db.split(","):
+            with database(kind, Path(tmp)) as url:
+                rows.append((kind, run(url, Path(tmp), receiver, args.items, args.partners,
+                                       args.rate, args.drain)))
+    print(f"\n{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {platform.node()} · "
+          f"{os.cpu_count()} cores · {args.items:,} items, {args.partners} partners, "
+          f"lifecycle at {args.rate}/s\n")
+    print("| database | bulk answered in | catalog postbacks | catalog /s | drain /s "
+          "| ratio | lifecycle p50 / p99 alone | during |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for kind, r in rows:
+        print(f"| {kind} | {r['answer_s']:.2f} s | {r['catalog_received']:,} of "
+              f"{r['expected']:,} | {r['catalog_rate']:,.0f} | {r['drain_rate']:,.0f} "
+              f"| {r['catalog_rate'] / r['drain_rate']:.2f} "
+              f"| {r['alone_p50']:.1f} / {r['alone_p99']:.1f} ms "
+              f"| {r['during_p50']:.1f} / {r['during_p99']:.1f} ms "
+              f"({r['lifecycle']} of {r['lifecycle_sent']}) |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
