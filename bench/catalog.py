@@ -102,6 +102,33 @@ def latency(stats: dict[str, Any]) -> tuple[float, float]:
     return (statistics.median(lat), percentile(lat, 99)) if lat else (float("nan"),) * 2
 
 
+def split(db_url: str, since: float) -> tuple[float, float]:
+    """p99 of the lifecycle postbacks' time in the API (sent → committed) and queued
+    (committed → first attempt started), in ms, from the database."""
+    from sqlalchemy import select
+
+    from postback.db.engine import make_engine
+    from postback.db.schema import action, delivery, delivery_attempt
+
+    db = make_engine(db_url)
+    try:
+        with db.connect() as conn:
+            rows = conn.execute(
+                select(action.c.sub_id1, delivery.c.created_at, delivery_attempt.c.started_at)
+                .join(delivery, delivery.c.action_id == action.c.id)
+                .join(delivery_attempt, (delivery_attempt.c.delivery_id == delivery.c.id)
+                      & (delivery_attempt.c.number == 1))
+                .where(action.c.sub_id1.is_not(None))).all()
+    finally:
+        db.dispose()
+    rows = [r for r in rows if float(r.sub_id1) >= since - 1]
+    if not rows:
+        return float("nan"), float("nan")
+    ingest = [(r.created_at.timestamp() - float(r.sub_id1)) * 1000 for r in rows]
+    queued = [(r.started_at - r.created_at).total_seconds() * 1000 for r in rows]
+    return percentile(ingest, 99), percentile(queued, 99)
+
+
 def run(db_url: str, tmp: Path, receiver: str, items: int, partners: int, rate: int,
         drain: int) -> dict[str, float]:
     service = Service(db_url, tmp, workers=os.cpu_count() or 1)
@@ -149,12 +176,14 @@ def run(db_url: str, tmp: Path, receiver: str, items: int, partners: int, rate: 
         busy.join()
         stats = wait_count(receiver, expected + busy.sent, 30)
         during = latency(stats)
+        ingest, queued = split(db_url, sent_at)
         return {"answer_s": answered, "expected": expected,
                 "catalog_received": stats["count"] - len(stats["latencies"]),
                 "catalog_rate": (stats["count"] - len(stats["latencies"]))
                 / (stats["last"] - sent_at),
                 "drain_rate": drain_rate, "alone_p50": alone[0], "alone_p99": alone[1],
                 "during_p50": during[0], "during_p99": during[1],
+                "ingest_p99": ingest, "queued_p99": queued,
                 "lifecycle": len(stats["latencies"]), "lifecycle_sent": busy.sent}
     finally:
         service.stop()
@@ -179,15 +208,16 @@ def main() -> None:
           f"{os.cpu_count()} cores · {args.items:,} items, {args.partners} partners, "
           f"lifecycle at {args.rate}/s\n")
     print("| database | bulk answered in | catalog postbacks | catalog /s | drain /s "
-          "| ratio | lifecycle p50 / p99 alone | during |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| ratio | lifecycle p50 / p99 alone | during | p99 in the API / queued |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for kind, r in rows:
         print(f"| {kind} | {r['answer_s']:.2f} s | {r['catalog_received']:,} of "
               f"{r['expected']:,} | {r['catalog_rate']:,.0f} | {r['drain_rate']:,.0f} "
               f"| {r['catalog_rate'] / r['drain_rate']:.2f} "
               f"| {r['alone_p50']:.1f} / {r['alone_p99']:.1f} ms "
               f"| {r['during_p50']:.1f} / {r['during_p99']:.1f} ms "
-              f"({r['lifecycle']} of {r['lifecycle_sent']}) |")
+              f"({r['lifecycle']} of {r['lifecycle_sent']}) "
+              f"| {r['ingest_p99']:.1f} / {r['queued_p99']:.1f} ms |")
     sys.stdout.flush()
 
 
