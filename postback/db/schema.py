@@ -308,6 +308,7 @@ catalog_item = Table(
 #: deliveries that claims take before catalog changes' (a literal predicate, so that both
 #: databases' planners can use the partial index on it)
 FIRST_DUE = f"notification_type <> '{PRODUCT}'"
+CATALOG_DUE = f"notification_type = '{PRODUCT}'"
 
 delivery = Table(
     "delivery", metadata,
@@ -347,6 +348,9 @@ delivery = Table(
     # change's postbacks never queue ahead of an action's
     Index("ix_delivery_due_first", "status", "next_attempt_at", postgresql_where=text(FIRST_DUE),
           sqlite_where=text(FIRST_DUE)),
+    # and catalog changes' own: what claims fill the rest with, what the fan-out counts
+    Index("ix_delivery_due_catalog", "status", "next_attempt_at",
+          postgresql_where=text(CATALOG_DUE), sqlite_where=text(CATALOG_DUE)),
     Index("ix_delivery_partner", "partner_id", "id"),
     Index("ix_delivery_event_id", "event_id"),
     # held rows only (a partial index costs the hot path nothing): resume, count, discard

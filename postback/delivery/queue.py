@@ -185,7 +185,9 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
     the rest is handed back at once, spaced at the endpoint's rate, with no attempt charged.
     Held deliveries (``status = 'held'``: their setting is off) are never claimed. Catalog
     changes' postbacks are taken only when nothing else is due: a bulk change's million
-    never holds up the actions and inquiries reported after it.
+    never holds up the actions and inquiries reported after it, and they fill whatever
+    the others leave of ``limit`` (an endpoint without room, a rate limit), so they are not
+    starved by due work this worker cannot take.
     """
     room = room or {}
     full = [key for key, free in room.items() if free <= 0]
@@ -203,10 +205,15 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
 
     wake_in: float | None = None
     with engine.begin() as conn:
-        found = list(conn.execute(candidates(True, limit * 4)))
-        if len(found) < limit * 4:  # catalog changes' postbacks fill what is left
-            found += conn.execute(candidates(False, limit * 4 - len(found))).all()
-        chosen = _choose(found, limit, room, default_room)
+        first = conn.execute(candidates(True, limit * 4)).all()
+        chosen = _choose(first, limit, room, default_room)
+        alone = len(chosen) == 1 and any(  # a suspect, claimed by itself
+            r.id == chosen[0] and r.open_claims >= SUSPECT_CLAIMS for r in first)
+        if len(chosen) < limit and not alone:  # catalog changes' postbacks fill the rest
+            more = conn.execute(candidates(False, (limit - len(chosen)) * 4)).all()
+            if chosen:
+                more = [r for r in more if r.open_claims < SUSPECT_CLAIMS]
+            chosen += _choose(more, limit - len(chosen), room, default_room)
         rows = sorted(conn.execute(
             update(delivery).where(delivery.c.id.in_(chosen))
             .values(lease_owner=worker, next_attempt_at=now + timedelta(seconds=lease_seconds),

@@ -40,9 +40,11 @@ R = TypeVar("R")
 
 Work = Callable[[Connection, Sequence[T]], Sequence["R | Exception"]]
 
-# PostgreSQL's deadlock and serialization failures: the transaction lost a race, which a
-# smaller group (fewer rows, fewer locks) retried at once may win
-_LOST_A_RACE = frozenset({"40P01", "40001"})
+# SQLSTATE classes of errors that are no one request's doing: the connection (08), the
+# transaction's state (25, a read-only standby after a failover), the schema (42, a
+# deploy under way), resources (53), a lock or object not available (55), an operator or
+# timeout (57), the system (58, XX)
+_EVERYONES = frozenset({"08", "25", "42", "53", "55", "57", "58", "XX"})
 
 
 class BrokenContract(RuntimeError):
@@ -52,15 +54,22 @@ class BrokenContract(RuntimeError):
 def _splittable(exc: Exception) -> bool:
     """Whether a failed group is worth retrying in halves: the error may be one request's
     doing (a value the database refuses, a trigger, a bug a row's data sets off) or a race
-    a smaller group may win. Errors of the connection, the pool or a lock wait are the same
-    for every request and fail the group whole."""
-    if isinstance(exc, BrokenContract | sa_exc.TimeoutError | sa_exc.InterfaceError):
+    a smaller group may win (a deadlock, a serialization failure). Errors of the
+    connection, the pool, the schema or a lock wait are the same for every request and
+    fail the group whole."""
+    if isinstance(exc, BrokenContract | sa_exc.TimeoutError | sa_exc.InterfaceError
+                  | sa_exc.PendingRollbackError):
         return False
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return True
+    if exc.connection_invalidated:
         return False
-    if isinstance(exc, sa_exc.OperationalError):
-        return getattr(exc.orig, "sqlstate", None) in _LOST_A_RACE
-    return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if isinstance(sqlstate, str):
+        return sqlstate[:2] not in _EVERYONES
+    # SQLite says no SQLSTATE: a refused value or constraint is the request's, anything
+    # else (locked, I/O, a damaged file) everyone's
+    return isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError)
 
 
 class GroupCommit(Generic[T, R]):
@@ -140,7 +149,9 @@ class GroupCommit(Generic[T, R]):
                         self._start()
                     except BaseException as start_exc:
                         while self._queue:
-                            self._queue.popleft()[1].set_exception(start_exc)
+                            waiting = self._queue.popleft()[1]
+                            if waiting.set_running_or_notify_cancel():  # not given up
+                                waiting.set_exception(start_exc)
             raise
 
     def _commit(self, group: list[tuple[T, Future[R]]]) -> None:

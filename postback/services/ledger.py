@@ -62,7 +62,7 @@ def report_each(conn: Connection, reports: Sequence[tuple[int, ActionIn]],
     by_brand: dict[int, list[int]] = {}
     for i, (brand_id, _) in enumerate(reports):
         by_brand.setdefault(brand_id, []).append(i)
-    for brand_id, indexes in by_brand.items():
+    for brand_id, indexes in sorted(by_brand.items()):  # every group locks in one order
         got = _report(conn, brand_id, [reports[i][1] for i in indexes], now, False, each=True)
         for i, out in zip(indexes, got, strict=True):
             outcomes[i] = out

@@ -8,6 +8,7 @@ on the setting so a partner who rotates a header secret changes pending retries 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,6 +40,8 @@ from postback.db.wakeup import notify_due
 from postback.services.change_log import record_changes
 from postback.services.ids import uuid7
 from postback.services.notification_settings import Compiled, compile_setting
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -256,6 +259,21 @@ class LoggedChange:
     values: Mapping[str, Value]
 
 
+def compilable(settings: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The settings whose templates compile; a setting saved before a rule it now breaks
+    gets no catalog postbacks (its partner sees none), and the brand's change goes on."""
+    found = []
+    for setting in settings:
+        try:
+            _compiled(setting)
+        except Exception as exc:
+            log.warning("setting %s gets no catalog postbacks: its template does not "
+                        "compile (%s)", setting["id"], exc)
+            continue
+        found.append(setting)
+    return found
+
+
 def catalog_deliveries(settings: Iterable[Mapping[str, Any]], changes: Sequence[LoggedChange],
                        now: datetime) -> list[dict[str, Any]]:
     """One delivery per setting and change, each with its own ``{EventId}``."""
@@ -295,8 +313,8 @@ def enqueue_catalog_events(conn: Connection, program_id: int, changes: list[Cata
     } for c in logged])
     partner_ids = set(conn.execute(select(contract.c.partner_id).where(
         contract.c.program_id == program_id)).scalars())
-    settings = [s for found in active_settings(conn, partner_ids, {PRODUCT}).values()
-                for s in found]
+    settings = compilable(s for found in active_settings(conn, partner_ids, {PRODUCT}).values()
+                          for s in found)
     if not settings:
         return 0
     behind = conn.execute(select(catalog_fanout.c.id).where(
