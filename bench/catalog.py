@@ -28,39 +28,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from e2e import ADMIN, Service, database, get, percentile, receiver_process
+from e2e import Service, database, get, percentile, receiver_process, setup
+from load import wait_for
 
 LIMIT = 900.0  # seconds the fan-out's postbacks may take to arrive
 TICK = 0.1
-
-
-def setup(service: Service, partners: int, receiver: str) -> tuple[str, int,
-                                                                   list[dict[str, int]]]:
-    """A brand, a program and ``partners`` partners, each with a lifecycle postback
-    (``t=`` its action's send time) and a Product Data Change postback to ``receiver``."""
-    brand = service.call("POST", "/v1/brands", ADMIN, {"name": "Bench Brand"})
-    bkey = service.call("POST", "/v1/api-keys", ADMIN,
-                        {"account_type": "brand", "account_id": brand["id"]})["key"]
-    program = service.call("POST", "/v1/programs", bkey, {"name": "Bench", "currency": "USD"})
-    etype = service.call("POST", f"/v1/programs/{program['id']}/event-types", bkey,
-                         {"name": "Sale", "action_type": "SALE"})
-    targets = []
-    for i in range(partners):
-        partner = service.call("POST", "/v1/partners", ADMIN,
-                               {"name": f"P{i}", "partner_type": "cashback"})
-        pkey = service.call("POST", "/v1/api-keys", ADMIN,
-                            {"account_type": "partner", "account_id": partner["id"]})["key"]
-        service.call("PUT", f"/v1/programs/{program['id']}/contracts/{partner['id']}", bkey,
-                     {"event_type_ids": [etype["id"]], "locking": {"rule": "open_ended"},
-                      "clearing": {"rule": "days_after_locking", "days": 0}})
-        service.call("PUT", "/v1/event-notifications/action-lifecycle", pkey,
-                     {"url": f"{receiver}/pb/{i}?t={{SubId1}}&a={{ActionId}}", "method": "GET"})
-        service.call("PUT", "/v1/event-notifications/product-data-change", pkey,
-                     {"url": f"{receiver}/cat/{i}?i={{CatalogItemId}}&c={{ChangeType}}"
-                             "&p={CurrentPrice}&e={EventId}", "method": "GET"})
-        targets.append({"program_id": program["id"], "event_type_id": etype["id"],
-                        "partner_id": partner["id"]})
-    return bkey, program["id"], targets
 
 
 class Lifecycle(threading.Thread):
@@ -93,15 +65,6 @@ class Lifecycle(threading.Thread):
             pause = start + n * TICK - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
-
-
-def wait_count(receiver: str, count: int, limit: float) -> dict[str, Any]:
-    deadline = time.monotonic() + limit
-    while (stats := get(f"{receiver}/__stats"))["count"] < count:
-        if time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    return dict(stats)
 
 
 def latency(stats: dict[str, Any]) -> tuple[float, float]:
@@ -151,7 +114,8 @@ def run(db_url: str, tmp: Path, receiver: str, items: int, partners: int, rate: 
         drain: int, answer_only: bool = False) -> dict[str, float]:
     service = Service(db_url, tmp, workers=os.cpu_count() or 1)
     try:
-        bkey, program_id, targets = setup(service, partners, receiver)
+        bkey, targets = setup(service, partners, receiver, catalog=True)
+        program_id = targets[0]["program_id"]
         # the service's drain rate: a burst of actions, one postback each
         get(f"{receiver}/__reset")
         started = time.time()
@@ -160,7 +124,7 @@ def run(db_url: str, tmp: Path, receiver: str, items: int, partners: int, rate: 
                 **targets[(sent + i) % len(targets)], "oid": uuid.uuid4().hex,
                 "amount": "1.00", "payout": "0.10", "event_date": "2026-11-02T18:04:05+00:00"}
                 for i in range(min(1000, drain - sent))]})
-        stats = wait_count(receiver, drain, LIMIT)
+        stats = wait_for(receiver, drain, LIMIT)
         drain_rate = stats["count"] / (stats["last"] - started)
         # lifecycle latency with no catalog change
         get(f"{receiver}/__reset")
@@ -169,7 +133,7 @@ def run(db_url: str, tmp: Path, receiver: str, items: int, partners: int, rate: 
         time.sleep(10)
         quiet.halt.set()
         quiet.join()
-        alone = latency(wait_count(receiver, quiet.sent, 30))
+        alone = latency(wait_for(receiver, quiet.sent, 30))
         # the catalog change, lifecycle postbacks meanwhile
         get(f"{receiver}/__reset")
         busy = Lifecycle(service, bkey, targets, rate)
@@ -199,7 +163,7 @@ def run(db_url: str, tmp: Path, receiver: str, items: int, partners: int, rate: 
             time.sleep(0.2)
         busy.halt.set()
         busy.join()
-        stats = wait_count(receiver, expected + busy.sent, 30)
+        stats = wait_for(receiver, expected + busy.sent, 30)
         during = latency(stats)
         ingest, queued = split(db_url, sent_at)
         return {"answer_s": answered, "expected": expected,

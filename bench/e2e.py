@@ -143,10 +143,11 @@ class Service:
             proc.wait(timeout=30)
 
 
-def setup(service: Service, partners: int, receiver: str, hole: str | None = None
-          ) -> tuple[str, list[dict[str, int]]]:
+def setup(service: Service, partners: int, receiver: str, hole: str | None = None,
+          catalog: bool = False) -> tuple[str, list[dict[str, int]]]:
     """A brand, a program and ``partners`` partners with a GET postback each to
-    ``receiver`` (the first partner's to ``hole`` instead, when given)."""
+    ``receiver`` (the first partner's to ``hole`` instead, when given); with ``catalog``,
+    each also with a Product Data Change postback to ``receiver``."""
     brand = service.call("POST", "/v1/brands", ADMIN, {"name": "Bench Brand"})
     bkey = service.call("POST", "/v1/api-keys", ADMIN,
                         {"account_type": "brand", "account_id": brand["id"]})["key"]
@@ -166,6 +167,10 @@ def setup(service: Service, partners: int, receiver: str, hole: str | None = Non
         service.call("PUT", "/v1/event-notifications/action-lifecycle", pkey,
                      {"url": f"{base}/pb/{i}?t={{SubId1}}&a={{ActionId}}&p={{Payout}}"
                              "&s={Status}&e={EventId}", "method": "GET"})
+        if catalog:
+            service.call("PUT", "/v1/event-notifications/product-data-change", pkey,
+                         {"url": f"{receiver}/cat/{i}?i={{CatalogItemId}}&c={{ChangeType}}"
+                                 "&p={CurrentPrice}&e={EventId}", "method": "GET"})
         targets.append({"program_id": program["id"], "event_type_id": etype["id"],
                         "partner_id": partner["id"]})
     return bkey, targets

@@ -26,7 +26,7 @@ from postback.services.outbox import INLINE_FANOUT
 from tests.conftest import ADMIN, World, build_world
 from tests.receiver import Receiver
 from tests.test_catalog import SHOE
-from tests.test_supervisor import serve  # noqa: F401  (the fixture)
+from tests.test_supervisor import serve, setup_partner  # noqa: F401  (serve: the fixture)
 
 BOUND = 30.0  # seconds: a bound on a broken run, not a timing claim
 ITEMS = INLINE_FANOUT // 2 + 1  # to two partners: just past what a request writes itself
@@ -259,22 +259,10 @@ def test_the_scheduler_of_serve_writes_and_sends_a_large_changes_postbacks(
     try:
         server = serve("--workers", "1")
         server.wait_ready()
-        brand = server.call("POST", "/v1/brands", body={"name": "b"})["id"]
-        partner = server.call("POST", "/v1/partners",
-                              body={"name": "p", "partner_type": "cashback"})["id"]
-        brand_key = server.call("POST", "/v1/api-keys", body={
-            "account_type": "brand", "account_id": brand})["key"]
-        partner_key = server.call("POST", "/v1/api-keys", body={
-            "account_type": "partner", "account_id": partner})["key"]
-        program = server.call("POST", "/v1/programs", brand_key,
-                              {"name": "x", "currency": "USD"})["id"]
-        etype = server.call("POST", f"/v1/programs/{program}/event-types", brand_key,
-                            {"name": "Sale", "action_type": "SALE"})["id"]
-        server.call("PUT", f"/v1/programs/{program}/contracts/{partner}", brand_key, {
-            "event_type_ids": [etype], "locking": {"rule": "days_after_event", "days": 30},
-            "clearing": {"rule": "days_after_locking", "days": 20}})
-        server.call("PUT", "/v1/event-notifications/product-data-change", partner_key,
-                    {"url": f"{receiver.url}/pb?i={{CatalogItemId}}"})
+        brand_key, action = setup_partner(server, f"{receiver.url}/pb")
+        program = action["program_id"]
+        server.call("PUT", "/v1/event-notifications/product-data-change",
+                    action["_partner_key"], {"url": f"{receiver.url}/pb?i={{CatalogItemId}}"})
         count = INLINE_FANOUT + 1
         server.call("POST", f"/v1/programs/{program}/catalog/items/bulk", brand_key,
                     {"items": _items(count)})

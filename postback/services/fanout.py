@@ -30,12 +30,11 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Text, cast, delete, func, select
 
 from postback.core.routing import PRODUCT
-from postback.db.schema import catalog_fanout, change_log, contract, delivery
+from postback.db.schema import catalog_fanout, change_log, delivery
 from postback.services.outbox import (
     LoggedChange,
-    active_settings,
     catalog_deliveries,
-    compilable,
+    catalog_settings,
     insert_deliveries,
 )
 
@@ -75,11 +74,7 @@ def expand(engine: Engine, chunk: int = CHUNK, now: datetime | None = None) -> i
         if conn.dialect.name == "postgresql" and not conn.execute(
                 select(func.pg_try_advisory_xact_lock(FANOUT_LOCK, program_id))).scalar_one():
             return 0  # one writer per program, so that its changes stay in order
-        partner_ids = set(conn.execute(select(contract.c.partner_id).where(
-            contract.c.program_id == program_id)).scalars())
-        settings = compilable(s for found in active_settings(conn, partner_ids,
-                                                             {PRODUCT}).values()
-                              for s in found)
+        settings = catalog_settings(conn, program_id)
         take = max(1, chunk // len(settings)) if settings else chunk
         found = conn.execute(
             select(catalog_fanout.c.id, catalog_fanout.c.change_id, change_log.c.subject,

@@ -274,6 +274,15 @@ def compilable(settings: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]
     return found
 
 
+def catalog_settings(conn: Connection, program_id: int) -> list[Mapping[str, Any]]:
+    """The Product Data Change settings, on and compilable, of the partners contracted on
+    the program: who a change of its catalog goes to."""
+    partner_ids = set(conn.execute(select(contract.c.partner_id).where(
+        contract.c.program_id == program_id)).scalars())
+    return compilable(s for found in active_settings(conn, partner_ids, {PRODUCT}).values()
+                      for s in found)
+
+
 def catalog_deliveries(settings: Iterable[Mapping[str, Any]], changes: Sequence[LoggedChange],
                        now: datetime) -> list[dict[str, Any]]:
     """One delivery per setting and change, each with its own ``{EventId}``."""
@@ -311,10 +320,7 @@ def enqueue_catalog_events(conn: Connection, program_id: int, changes: list[Cata
         "program_id": program_id, "partner_id": None, "subject": c.item_id,
         "trigger": c.trigger, "sequence": None, "values": c.values, "created_at": now,
     } for c in logged])
-    partner_ids = set(conn.execute(select(contract.c.partner_id).where(
-        contract.c.program_id == program_id)).scalars())
-    settings = compilable(s for found in active_settings(conn, partner_ids, {PRODUCT}).values()
-                          for s in found)
+    settings = catalog_settings(conn, program_id)
     if not settings:
         return 0
     behind = conn.execute(select(catalog_fanout.c.id).where(
