@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import time
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy.engine import make_url
+
+from postback.db import write_lock
+
+#: how long a write waits for its turn (SQLite's busy timeout, and the writer queue's)
+BUSY_SECONDS = 30.0
 
 
 def normalize_url(url: str) -> str:
@@ -24,11 +31,14 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
             raise ValueError("use a SQLite file, not :memory: (workers need to share it)")
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 30},
+            connect_args={"check_same_thread": False, "timeout": BUSY_SECONDS,
+                          "factory": write_lock.Connection},
             pool_size=pool_size,
             max_overflow=pool_size,
         )
+        path = make_url(url).database or ""
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", functools.partial(_sqlite_lock, path))
         # pysqlite's own transaction handling defers BEGIN; take the write lock up front
         # so read-then-write transactions cannot deadlock against each other.
         event.listen(engine, "begin", _sqlite_begin)
@@ -57,13 +67,31 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     use_wal(cursor)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(BUSY_SECONDS * 1000)}")
     cursor.close()
 
 
+def _sqlite_lock(path: str, dbapi_connection: Any, _record: Any) -> None:
+    write_lock.attach(dbapi_connection, path)
+
+
 def _sqlite_begin(conn: Any) -> None:
-    readonly = conn.get_execution_options().get("postback_readonly", False)
-    conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+    if conn.get_execution_options().get("postback_readonly", False):
+        conn.exec_driver_sql("BEGIN")
+        return
+    raw = conn.connection.dbapi_connection
+    if not isinstance(raw, write_lock.Connection):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    try:  # the writers' queue first (see write_lock): woken the moment the lock is free
+        raw.take_turn(BUSY_SECONDS)
+    except sqlite3.OperationalError as error:
+        raise exc.OperationalError("BEGIN IMMEDIATE", None, error) from error
+    try:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    except BaseException:
+        raw.let_go()
+        raise
 
 
 def reader(engine: Engine) -> Engine:
