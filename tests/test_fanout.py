@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from postback.delivery import queue
 from postback.services import fanout
 from postback.services.outbox import INLINE_FANOUT
 from tests.conftest import ADMIN, World, build_world
-from tests.receiver import Receiver
+from tests.receiver import Answer, Receiver
 from tests.test_catalog import SHOE
 from tests.test_supervisor import serve, setup_partner  # noqa: F401  (serve: the fixture)
 
@@ -293,3 +294,33 @@ def test_the_migration_refuses_to_drop_changes_whose_postbacks_wait(shop: World,
         assert conn.execute(select(func.count()).select_from(catalog_fanout)).scalar_one() \
             == ITEMS
         assert conn.execute(text("SELECT count(*) FROM change_log")).scalar_one() >= ITEMS
+
+
+def test_an_action_is_sent_while_catalog_postbacks_fill_what_they_may_of_the_engine(
+        make_service: Any) -> None:
+    """The engine keeps a quarter of its places from catalog postbacks: with all the
+    catalog may take on the wire to a partner that does not answer, an action's postback
+    still goes at once (before, it waited for one of them to end)."""
+    release = threading.Event()
+
+    def stall(_request: Any) -> Answer:
+        release.wait(BOUND)
+        return Answer()
+
+    hanging, answering = Receiver(stall), Receiver()
+    try:
+        world = build_world(make_service(max_in_flight=8, claim_batch=8, total_timeout=60.0))
+        world.partner("PUT", "/v1/event-notifications/product-data-change", 200, json={
+            "url": f"http://127.0.0.1:{hanging.port}/item?i={{CatalogItemId}}"})
+        world.subscribe(f"http://127.0.0.1:{answering.port}/action?a={{ActionId}}")
+        _bulk(world, _items(INLINE_FANOUT + 1))  # past what the request writes itself
+        _expand_all(world)
+        hanging.wait_for(6)  # three quarters of 8: all the catalog may hold
+        action = world.report()
+        got = answering.wait_for(1, timeout=BOUND / 3)
+        assert got[0].query == {"a": str(action["id"])}
+        assert hanging.max_active == 6
+    finally:
+        release.set()
+        hanging.close()
+        answering.close()

@@ -7,6 +7,11 @@
   which ``endpoint_concurrency`` are on the wire. Each claim takes only what every endpoint
   has room for (anything over, should it happen, is handed back at once), so a slow or dead
   partner holds a bounded share of the worker and never delays the others.
+* Two claim lanes, each a loop of its own: catalog changes' postbacks, claimed
+  ``claim_batch // 4`` at a time into at most three quarters of ``max_in_flight``, and
+  everything else. While a bulk change's million drains, an action reported meanwhile is
+  claimed at the next wake-up, into places the catalog may not take, without waiting
+  behind a claim of catalog postbacks.
 * Results are written in batches (``queue.record``): one transaction per batch of attempts.
 * Liveness (``liveness``): a heartbeat every ``heartbeat_seconds`` proves the worker alive,
   takes up the work of workers that stopped, renews the leases of what this worker still
@@ -56,6 +61,17 @@ T = TypeVar("T")
 
 
 @dataclass
+class _Lane:
+    """One of the engine's claim loops: catalog changes' postbacks, or everything else.
+    Apart, an action's postback is claimed while hundreds of catalog ones are (a claim of
+    those took 100-300 ms on a loaded machine)."""
+
+    catalog: bool
+    due: asyncio.Event = field(default_factory=asyncio.Event)
+    deferred: bool = False  # kept out only by the other lane's claim under way
+
+
+@dataclass
 class _Endpoint:
     active: int = 0
     waiting: deque[queue.Job] = field(default_factory=deque)
@@ -76,9 +92,12 @@ class Engine:
         self.name = name or worker_id()
         self._endpoints: dict[int | None, _Endpoint] = {}
         self._held = 0
+        self._catalog = 0  # of _held, catalog changes' postbacks
         self._results: list[queue.Result] = []
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wakeup: asyncio.Event | None = None
+        #: claims for everything but catalog postbacks, and for those, each in turn
+        self._lanes: tuple[_Lane, ...] = ()
+        self._claiming = 0  # places the claims under way may fill
         self._flush_now: asyncio.Event | None = None
         self._stopping = False
         self._on_wire = 0  # requests started and not yet answered
@@ -120,9 +139,9 @@ class Engine:
 
     def wake(self) -> None:
         """Tell the engine new deliveries are due (safe from any thread)."""
-        if self._loop is not None and self._wakeup is not None:
+        if self._loop is not None:
             with contextlib.suppress(RuntimeError):  # the engine has already stopped
-                self._loop.call_soon_threadsafe(self._wakeup.set)
+                self._loop.call_soon_threadsafe(self._wake_all)
 
     def stop(self) -> None:
         self._stopping = True
@@ -132,7 +151,7 @@ class Engine:
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._wakeup = asyncio.Event()
+        self._lanes = (_Lane(False), _Lane(True))
         self._flush_now = asyncio.Event()
         s = self.settings
         async with sender_for(s, s.max_in_flight) as sender:
@@ -141,10 +160,12 @@ class Engine:
                 await asyncio.sleep(min(1.0, s.heartbeat_seconds))  # alive before claiming
             beater = asyncio.create_task(self._heartbeat_loop())
             flusher = asyncio.create_task(self._flush_loop())
-            wakeups = wakeup.listener(s.database_url, self._wakeup.set)
+            wakeups = wakeup.listener(s.database_url, self._wake_all)
             listener = asyncio.create_task(wakeups)
             try:
-                await self._claim_loop()
+                async with asyncio.TaskGroup() as lanes:
+                    for lane in self._lanes:
+                        lanes.create_task(self._claim_loop(lane))
             finally:
                 if listener is not None:
                     listener.cancel()
@@ -162,27 +183,32 @@ class Engine:
                 for pool in (self._db_threads, self._beat_thread):
                     pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _claim_loop(self) -> None:
-        assert self._wakeup is not None
+    async def _claim_loop(self, lane: _Lane) -> None:
         s = self.settings
         while not self._stopping:
             # cleared before claiming: a wake-up that arrives during the claim is kept
-            self._wakeup.clear()
+            lane.due.clear()
             if not self._alive():  # the others are about to take up what it holds
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), s.heartbeat_seconds)
+                    await asyncio.wait_for(lane.due.wait(), s.heartbeat_seconds)
                 continue
-            free = s.max_in_flight - self._held
+            limit = self._claim_limit(lane)
             got = 0
-            if free >= min(s.claim_batch, s.max_in_flight) // 4 or self._held == 0:
-                limit = min(free, s.claim_batch)
+            if limit > 0:
+                self._claiming += limit
+                now = self.now()
+                claimed: queue.Claim | None = None
                 try:
-                    now = self.now()
                     claimed = await self._db_call(
                         queue.claim, self.db, self.name, limit, now,
-                        s.lease_seconds, self._room(), 2 * s.endpoint_concurrency, s.sealer)
+                        s.lease_seconds, self._room(), 2 * s.endpoint_concurrency, s.sealer,
+                        limit if lane.catalog else 0, not lane.catalog)
                 except Exception:
                     log.exception("claim failed; retrying in 1 s")
+                finally:
+                    self._claiming -= limit
+                    self._wake_deferred()
+                if claimed is None:
                     await asyncio.sleep(1)
                     continue
                 got = len(claimed.jobs) + len(claimed.broken)
@@ -192,16 +218,60 @@ class Engine:
                 for job in claimed.jobs:
                     self._leases[job.id] = lease_end
                 if claimed.wake_in is not None:  # rate-limited work comes due soon
-                    self._loop_call_later(max(0.05, claimed.wake_in))
+                    self._loop_call_later(lane, max(0.05, claimed.wake_in))
                 await self._dispatch(claimed.jobs)
                 if got == limit:
                     continue  # more may be due right now
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), s.poll_interval)
+                await asyncio.wait_for(lane.due.wait(), s.poll_interval)
 
-    def _loop_call_later(self, delay: float) -> None:
-        assert self._loop is not None and self._wakeup is not None
-        self._loop.call_later(delay, self._wakeup.set)
+    def _claim_limit(self, lane: _Lane) -> int:
+        """How many the lane's next claim may take; 0 for none now. The places a claim
+        under way in the other lane may fill are not counted free: a lane kept out by them
+        alone is woken when that claim ends (``_wake_deferred``)."""
+        s = self.settings
+        room = s.max_in_flight - self._held
+        if lane.catalog:
+            least = self._catalog_batch()
+            room = min(room, self._catalog_cap() - self._catalog, least)
+            empty = self._catalog == 0
+        else:
+            least = self._worthwhile()
+            room = min(room, s.claim_batch)
+            empty = self._held == 0
+        free = min(room, s.max_in_flight - self._held - self._claiming)
+        if free >= least or (empty and free > 0):
+            lane.deferred = False
+            return free
+        lane.deferred = room >= least or (empty and room > 0)
+        return 0
+
+    def _wake_deferred(self) -> None:
+        for lane in self._lanes:
+            if lane.deferred:
+                lane.deferred = False
+                lane.due.set()
+
+    def _wake_all(self) -> None:
+        for lane in self._lanes:
+            lane.due.set()
+
+    def _loop_call_later(self, lane: _Lane, delay: float) -> None:
+        assert self._loop is not None
+        self._loop.call_later(delay, lane.due.set)
+
+    def _worthwhile(self) -> int:
+        """The smallest claim worth a transaction (but for an empty worker)."""
+        return min(self.settings.claim_batch, self.settings.max_in_flight) // 4
+
+    def _catalog_cap(self) -> int:
+        return self.settings.max_in_flight - self.settings.max_in_flight // 4
+
+    def _catalog_batch(self) -> int:
+        """Catalog postbacks are claimed this many at a time: a claim of hundreds held
+        SQLite's write lock, and the loop while it started them, long enough to show in
+        the latency of everything else (p99 600 against 370 ms, docs/performance.md)."""
+        return max(1, self._worthwhile())
 
     def _room(self) -> dict[int, int]:
         """Free places per endpoint this worker holds work for."""
@@ -217,6 +287,7 @@ class Engine:
                 surplus.append(job.id)
                 continue
             self._held += 1
+            self._catalog += job.catalog
             if ep.active < cap:
                 self._start(ep, job)
             else:
@@ -279,6 +350,7 @@ class Engine:
         low = self.settings.endpoint_concurrency  # half of what an endpoint may hold
         ep.active -= 1
         self._held -= 1
+        self._catalog -= job.catalog
         self._on_wire -= 1
         self._leases.pop(job.id, None)
         self._start_next(ep)
@@ -289,12 +361,15 @@ class Engine:
         if self._on_wire == 0 and self._quiet is not None:
             self._quiet.set()
         # claim again when that brings a worthwhile batch: this endpoint has drained to
-        # half of what it may hold, or the worker as a whole to half its capacity
-        # (waking on every completion would claim one delivery at a time, and spin on
-        # empty claims while a single busy endpoint is left out of them)
-        if self._wakeup is not None and (
-                ep.held == low - 1 or self._held == self.settings.max_in_flight // 2):
-            self._wakeup.set()
+        # half of what it may hold, the worker as a whole to half its capacity, or its
+        # catalog postbacks to a batch below their cap (waking on every completion would
+        # claim one delivery at a time, and spin on empty claims while a single busy
+        # endpoint is left out of them)
+        if self._held == self.settings.max_in_flight // 2:
+            self._wake_all()
+        elif ep.held == low - 1 or (
+                job.catalog and self._catalog == self._catalog_cap() - self._catalog_batch()):
+            self._lanes[job.catalog].due.set()
 
     def _start_next(self, ep: _Endpoint) -> None:
         """Start the endpoint's next waiting job, skipping any whose setting was turned
@@ -308,6 +383,7 @@ class Engine:
                 self._dropped.discard(job.id)
                 self._leases.pop(job.id, None)
                 self._held -= 1
+                self._catalog -= job.catalog
                 continue
             self._start(ep, job)
             return
@@ -446,8 +522,7 @@ class Engine:
         if beat.reclaimed:
             log.warning("took up %d deliveries from workers that stopped heartbeating",
                         beat.reclaimed)
-            if self._wakeup is not None:
-                self._wakeup.set()
+            self._wake_all()
         return True
 
     async def _leave(self) -> None:
@@ -461,6 +536,7 @@ class Engine:
         waiting = [job.id for ep in self._endpoints.values() for job in ep.waiting]
         for ep in self._endpoints.values():
             self._held -= len(ep.waiting)
+            self._catalog -= sum(job.catalog for job in ep.waiting)
             ep.waiting.clear()
         if waiting:
             try:

@@ -71,6 +71,8 @@ class Job:
     failures: int
     error_response: str | None = None
     signing_keys: tuple[SigningKey, ...] = ()
+    #: a catalog change's postback (claimed only into the places other work leaves)
+    catalog: bool = False
 
     @property
     def signed_content(self) -> bytes:
@@ -174,7 +176,8 @@ def _choose(candidates: Sequence[Any], limit: int, room: Mapping[int, int],
 
 def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds: float,
           room: Mapping[int, int] | None = None, default_room: int = 1 << 30,
-          sealer: Sealer | None = None) -> Claim:
+          sealer: Sealer | None = None, catalog_limit: int | None = None,
+          first: bool = True) -> Claim:
     """Lease up to ``limit`` due deliveries to ``worker``, oldest due first, giving no
     endpoint more than ``room`` (its free places in this worker; ``default_room`` for one
     it holds nothing of).
@@ -187,15 +190,19 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
     changes' postbacks are taken only when nothing else is due: a bulk change's million
     never holds up the actions and inquiries reported after it, and they fill whatever
     the others leave of ``limit`` (an endpoint without room, a rate limit), so they are not
-    starved by due work this worker cannot take.
+    starved by due work this worker cannot take; at most ``catalog_limit`` of them (the
+    worker keeps places that only other work may take, so that an action reported while a
+    million catalog postbacks drain finds room at once). ``first=False`` takes catalog
+    postbacks only: an engine claims them in a lane of their own, so that an action's
+    postback never waits behind a claim of hundreds of them.
     """
     room = room or {}
     full = [key for key, free in room.items() if free <= 0]
 
-    def candidates(first: bool, up_to: int) -> Any:
+    def candidates(ordinary: bool, up_to: int) -> Any:
         query = (select(delivery.c.id, delivery.c.setting_id, delivery.c.open_claims)
                  .where(delivery.c.status == "pending", delivery.c.next_attempt_at <= now,
-                        text(FIRST_DUE) if first else delivery.c.notification_type == PRODUCT)
+                        text(FIRST_DUE) if ordinary else delivery.c.notification_type == PRODUCT)
                  .order_by(delivery.c.next_attempt_at).limit(up_to)
                  .with_for_update(skip_locked=True))
         if full:
@@ -205,15 +212,20 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
 
     wake_in: float | None = None
     with engine.begin() as conn:
-        first = conn.execute(candidates(True, limit * 4)).all()
-        chosen = _choose(first, limit, room, default_room)
+        found = conn.execute(candidates(True, limit * 4)).all() if first else []
+        chosen = _choose(found, limit, room, default_room)
         alone = len(chosen) == 1 and any(  # a suspect, claimed by itself
-            r.id == chosen[0] and r.open_claims >= SUSPECT_CLAIMS for r in first)
-        if len(chosen) < limit and not alone:  # catalog changes' postbacks fill the rest
-            more = conn.execute(candidates(False, (limit - len(chosen)) * 4)).all()
+            r.id == chosen[0] and r.open_claims >= SUSPECT_CLAIMS for r in found)
+        rest = limit - len(chosen) if catalog_limit is None else min(
+            limit - len(chosen), catalog_limit)
+        catalog: set[int] = set()
+        if rest > 0 and not alone:  # catalog changes' postbacks fill the rest
+            more = conn.execute(candidates(False, rest * 4)).all()
             if chosen:
                 more = [r for r in more if r.open_claims < SUSPECT_CLAIMS]
-            chosen += _choose(more, limit - len(chosen), room, default_room)
+            more_chosen = _choose(more, rest, room, default_room)
+            catalog.update(more_chosen)
+            chosen += more_chosen
         rows = sorted(conn.execute(
             update(delivery).where(delivery.c.id.in_(chosen))
             .values(lease_owner=worker, next_attempt_at=now + timedelta(seconds=lease_seconds),
@@ -276,7 +288,7 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
     for r in rows:
         res = resolved.get(r.setting_id, _NONE) if r.setting_id is not None else _NONE
         try:
-            job = _job(r, res if isinstance(res, _Resolved) else _NONE)
+            job = _job(r, res if isinstance(res, _Resolved) else _NONE, r.id in catalog)
         except Exception as exc:  # a row that does not read: it fails alone
             skeleton = _skeleton(r)
             if skeleton is not None:
@@ -297,7 +309,7 @@ def claim(engine: Engine, worker: str, limit: int, now: datetime, lease_seconds:
     return Claim(jobs, wake_in, broken)
 
 
-def _job(r: Any, res: _Resolved) -> Job:
+def _job(r: Any, res: _Resolved, catalog: bool = False) -> Job:
     # a delivery's own headers are nearly always none: "{}" needs no parsing
     headers = {} if r.headers == "{}" else _json_object(r.headers)
     if not isinstance(r.body, str | None) or not all(
@@ -310,6 +322,7 @@ def _job(r: Any, res: _Resolved) -> Job:
         success_response=res.success_response, error_response=res.error_response,
         body=r.body.encode("utf-8") if r.body is not None else None,
         attempt=r.attempt_count + 1, failures=r.failures, signing_keys=res.keys,
+        catalog=catalog,
     )
 
 
