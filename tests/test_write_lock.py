@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
+import stat
 import subprocess
 import sys
 import threading
@@ -113,3 +115,40 @@ def test_a_writer_killed_mid_transaction_leaves_neither_its_write_nor_the_lock(
     with db.begin() as conn:  # within BUSY_SECONDS (0.5 s), or "database is locked"
         conn.execute(text("INSERT INTO t VALUES (2)"))
     assert _count(db) == 1
+
+
+def test_a_writer_that_never_lets_go_costs_a_write_its_timeout_not_a_hung_thread(
+        db: Engine) -> None:
+    """Another process holding its transaction open (stopped with Ctrl-Z, say): a write
+    here fails after its timeout, as with SQLite's own; once that process is gone the
+    next write goes, though this process's wait for the file lock had been given up."""
+    proc = subprocess.Popen([sys.executable, "-c", _HOLD, str(db.url)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+        for _ in range(2):  # the second asks while the first's wait is still pending
+            with pytest.raises(exc.OperationalError, match="database is locked"), \
+                    db.begin() as conn:
+                conn.execute(text("INSERT INTO t VALUES (2)"))
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(BOUND)
+    finally:
+        proc.kill()
+    with db.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (3)"))
+    assert _count(db) == 1
+
+
+def test_the_lock_file_is_made_with_the_databases_mode(tmp_path: Path) -> None:
+    """As SQLite makes its -wal and -shm files: a database its group may write keeps a
+    lock file its group may open."""
+    path = tmp_path / "shared.db"
+    sqlite3.connect(path).close()
+    path.chmod(0o660)
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    finally:
+        engine.dispose()
+    assert stat.S_IMODE((tmp_path / "shared.db-writer").stat().st_mode) == 0o660

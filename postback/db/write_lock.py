@@ -14,41 +14,97 @@ leaves it held. SQLite's lock stays the real one (anything that writes without t
 still waits in the busy handler as before); this one only makes the queue in front of it
 wake at once.
 
-A thread waits at most ``timeout`` seconds for its process's turn and then fails with
-"database is locked", as SQLite's busy timeout would; the one thread per process that waits
-on ``flock`` waits until the holder's transaction ends.
+A write waits at most ``timeout`` seconds for its turn, in its process and then among
+processes, and then fails with "database is locked", as SQLite's busy timeout would.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
+import time
 from typing import Any
 
-_locks: dict[tuple[int, str], WriteLock] = {}
+log = logging.getLogger("postback.db")
+_locks: dict[tuple[int, str], WriteLock | None] = {}
 _registry = threading.Lock()
 
 
 class WriteLock:
-    """One writer at a time for one database file, across threads and processes."""
+    """One writer at a time for one database file, across threads and processes.
 
-    def __init__(self, path: str) -> None:
-        self.path = path + "-writer"
-        # read-only is enough for flock, so any user who may open the database may queue
-        self._fd = os.open(self.path, os.O_RDONLY | os.O_CREAT, 0o644)
+    The threads of a process take turns on a ``threading.Lock``; the one whose turn it is
+    asks this process's waiter thread for the ``flock``, and waits at most until its
+    deadline. A ``flock`` that comes after its asker gave up is let go at once, so a holder
+    that never ends (a process stopped with Ctrl-Z) costs a write its timeout, as SQLite's
+    busy handler would, never a thread hung for ever."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self.path = path
+        self._fd = fd
         self._local = threading.Lock()
+        self._cond = threading.Condition(threading.Lock())
+        self._asked = False  # the waiter is (or is about to be) blocked in flock
+        self._asking = False  # a thread waits for the flock now
+        self._granted = False
+        self._waiter: threading.Thread | None = None
 
     def acquire(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         if not self._local.acquire(timeout=timeout):
             raise sqlite3.OperationalError(
                 f"database is locked (no turn to write in {timeout:g} s)")
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            if not self._take_file(deadline):
+                raise sqlite3.OperationalError(
+                    f"database is locked (another process held it for {timeout:g} s)")
         except BaseException:
             self._local.release()
             raise
+
+    def _take_file(self, deadline: float) -> bool:
+        with self._cond:
+            if not self._asked:  # nothing pending: try at once, without the waiter
+                try:
+                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    return True
+                except BlockingIOError:
+                    pass
+                self._asked = True
+                if self._waiter is None:
+                    self._waiter = threading.Thread(target=self._wait_loop, daemon=True,
+                                                    name="postback-sqlite-writer")
+                    self._waiter.start()
+                self._cond.notify_all()
+            self._asking = True
+            try:
+                while not self._granted:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return False
+                    self._cond.wait(left)
+                self._granted = False
+                return True
+            finally:
+                self._asking = False
+
+    def _wait_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._asked:
+                    self._cond.wait()
+            fcntl.flock(self._fd, fcntl.LOCK_EX)  # blocks until the holder lets go
+            with self._cond:
+                self._asked = False
+                if self._asking:
+                    self._granted = True
+                    self._cond.notify_all()
+                else:  # its asker gave up meanwhile
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def release(self) -> None:
         try:
@@ -57,15 +113,40 @@ class WriteLock:
             self._local.release()
 
 
-def for_file(path: str) -> WriteLock:
+def for_file(path: str) -> WriteLock | None:
     """This process's lock for the database at ``path`` (one per file and process: a
-    forked child opens its own, since a ``flock`` is shared by inherited descriptors)."""
+    forked child opens its own, since a ``flock`` is shared by inherited descriptors), or
+    None where its file cannot be opened (then writers wait in SQLite's busy handler, as
+    they would without it)."""
     key = (os.getpid(), os.path.realpath(path))
     with _registry:
-        lock = _locks.get(key)
-        if lock is None:
-            lock = _locks[key] = WriteLock(key[1])
-        return lock
+        if key not in _locks:
+            _locks[key] = _open(key[1])
+        return _locks[key]
+
+
+def _open(database: str) -> WriteLock | None:
+    """The lock file, made as SQLite makes ``-wal`` and ``-shm``: the database's mode, and,
+    for root, its owner (so a migration run as root leaves nothing the service cannot
+    open). Read-only is enough for ``flock``."""
+    path = database + "-writer"
+    try:
+        st: os.stat_result | None = os.stat(database)
+    except OSError:
+        st = None
+    mode = st.st_mode & 0o666 if st is not None else 0o644
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, mode)
+    except OSError as exc:
+        log.warning("SQLite's writers will wait in its busy handler, not in turn: %s "
+                    "cannot be opened (%s)", path, exc.strerror or exc)
+        return None
+    if st is not None:
+        with contextlib.suppress(OSError):  # not its owner: leave it as it is
+            os.fchmod(fd, mode)
+            if os.geteuid() == 0:
+                os.fchown(fd, st.st_uid, st.st_gid)
+    return WriteLock(path, fd)
 
 
 class Connection(sqlite3.Connection):
