@@ -296,18 +296,26 @@ def test_the_migration_refuses_to_drop_changes_whose_postbacks_wait(shop: World,
         assert conn.execute(text("SELECT count(*) FROM change_log")).scalar_one() >= ITEMS
 
 
-def test_an_action_is_sent_while_catalog_postbacks_fill_what_they_may_of_the_engine(
+def test_actions_are_sent_while_catalog_postbacks_fill_what_they_may_of_the_engine(
         make_service: Any) -> None:
     """The engine keeps a quarter of its places from catalog postbacks: with all the
-    catalog may take on the wire to a partner that does not answer, an action's postback
-    still goes at once (before, it waited for one of them to end)."""
+    catalog may take on the wire to a partner that does not answer, and one action's
+    postback stalled too, the next action's still goes at once, into the last free place
+    (before, each waited for a catalog postback to end)."""
     release = threading.Event()
+    stalled: list[str] = []
 
     def stall(_request: Any) -> Answer:
         release.wait(BOUND)
         return Answer()
 
-    hanging, answering = Receiver(stall), Receiver()
+    def stall_the_first(request: Any) -> Answer:
+        if not stalled:
+            stalled.append(request.path)
+            release.wait(BOUND)
+        return Answer()
+
+    hanging, answering = Receiver(stall), Receiver(stall_the_first)
     try:
         world = build_world(make_service(max_in_flight=8, claim_batch=8, total_timeout=60.0))
         world.partner("PUT", "/v1/event-notifications/product-data-change", 200, json={
@@ -316,9 +324,11 @@ def test_an_action_is_sent_while_catalog_postbacks_fill_what_they_may_of_the_eng
         _bulk(world, _items(INLINE_FANOUT + 1))  # past what the request writes itself
         _expand_all(world)
         hanging.wait_for(6)  # three quarters of 8: all the catalog may hold
-        action = world.report()
-        got = answering.wait_for(1, timeout=BOUND / 3)
-        assert got[0].query == {"a": str(action["id"])}
+        first = world.report()
+        answering.wait_for(1, timeout=BOUND / 3)
+        second = world.report()
+        got = answering.wait_for(2, timeout=BOUND / 3)
+        assert [r.query for r in got] == [{"a": str(first["id"])}, {"a": str(second["id"])}]
         assert hanging.max_active == 6
     finally:
         release.set()

@@ -235,8 +235,8 @@ class Engine:
             least = self._catalog_batch()
             room = min(room, self._catalog_cap() - self._catalog, least)
             empty = self._catalog == 0
-        else:
-            least = self._worthwhile()
+        else:  # beside catalog postbacks any free place is worth it: they may not take it
+            least = 1 if self._catalog else max(1, self._worthwhile())
             room = min(room, s.claim_batch)
             empty = self._held == 0
         free = min(room, s.max_in_flight - self._held - self._claiming)
@@ -265,7 +265,9 @@ class Engine:
         return min(self.settings.claim_batch, self.settings.max_in_flight) // 4
 
     def _catalog_cap(self) -> int:
-        return self.settings.max_in_flight - self.settings.max_in_flight // 4
+        """Three quarters of the places, and never all of them but for a worker of one."""
+        most = self.settings.max_in_flight
+        return most - max(1, most // 4) if most > 1 else most
 
     def _catalog_batch(self) -> int:
         """Catalog postbacks are claimed this many at a time: a claim of hundreds held
