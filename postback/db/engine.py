@@ -38,7 +38,7 @@ def make_engine(url: str, pool_size: int = 10) -> Engine:
         )
         path = make_url(url).database or ""
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "connect", functools.partial(_sqlite_lock, path))
+        event.listen(engine, "connect", functools.partial(write_lock.attach, path))
         # pysqlite's own transaction handling defers BEGIN; take the write lock up front
         # so read-then-write transactions cannot deadlock against each other.
         event.listen(engine, "begin", _sqlite_begin)
@@ -71,18 +71,11 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _sqlite_lock(path: str, dbapi_connection: Any, _record: Any) -> None:
-    write_lock.attach(dbapi_connection, path)
-
-
 def _sqlite_begin(conn: Any) -> None:
     if conn.get_execution_options().get("postback_readonly", False):
         conn.exec_driver_sql("BEGIN")
         return
-    raw = conn.connection.dbapi_connection
-    if not isinstance(raw, write_lock.Connection):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        return
+    raw: write_lock.Connection = conn.connection.dbapi_connection  # make_engine's factory
     try:  # the writers' queue first (see write_lock): woken the moment the lock is free
         raw.take_turn(BUSY_SECONDS)
     except sqlite3.OperationalError as error:

@@ -43,8 +43,7 @@ class WriteLock:
     that never ends (a process stopped with Ctrl-Z) costs a write its timeout, as SQLite's
     busy handler would, never a thread hung for ever."""
 
-    def __init__(self, path: str, fd: int) -> None:
-        self.path = path
+    def __init__(self, fd: int) -> None:
         self._fd = fd
         self._local = threading.Lock()
         self._cond = threading.Condition(threading.Lock())
@@ -146,7 +145,7 @@ def _open(database: str) -> WriteLock | None:
             os.fchmod(fd, mode)
             if os.geteuid() == 0:
                 os.fchown(fd, st.st_uid, st.st_gid)
-    return WriteLock(path, fd)
+    return WriteLock(fd)
 
 
 class Connection(sqlite3.Connection):
@@ -191,7 +190,8 @@ class Connection(sqlite3.Connection):
         self.let_go()
 
 
-def attach(dbapi_connection: Any, path: str) -> None:
-    """Give a new connection (made with ``factory=Connection``) its file's lock."""
+def attach(path: str, dbapi_connection: Any, _record: Any) -> None:
+    """Give a new connection (made with ``factory=Connection``) its file's lock: a
+    ``connect`` listener, with ``path`` bound."""
     if isinstance(dbapi_connection, Connection):
         dbapi_connection.write_lock = for_file(path)
